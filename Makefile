@@ -1,0 +1,41 @@
+# Clawdbot: `make run` starts everything on this machine, `make test` checks everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+TEST_REDIS_SOCKET := var/redis-test.sock
+
+.PHONY: run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Clawdbot needs Python 3.11 or newer (found: $$($(PYTHON) --version 2>&1)); set PYTHON=python3.12 for example"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m clawdbot_site.devrun
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+test: lint $(STAMP)
+	$(BIN)/python manage.py makemigrations --check --dry-run
+ifdef REDIS_URL
+	$(BIN)/pytest
+else
+	@mkdir -p var
+	$(BIN)/python -m clawdbot_site.embedded_redis $(TEST_REDIS_SOCKET) -- $(BIN)/pytest
+endif
+
+bench: $(STAMP)
+	@echo "make bench: the data-plane benchmark arrives with the data-plane issue (#3)."
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,208 @@
+"""Clawdbot settings, read from the environment (see the configuration table in README.md)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+from clawdbot_site.env import (
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CLAWDBOT_VAR_DIR", str(BASE_DIR / "var")))
+
+CLAWDBOT_MODE = env_choice("CLAWDBOT_MODE", "development", ("development", "production"))
+PRODUCTION = CLAWDBOT_MODE == "production"
+DEBUG = env_bool("CLAWDBOT_DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ConfigError("CLAWDBOT_DEBUG must be false when CLAWDBOT_MODE=production")
+
+
+def _secret_key() -> str:
+    configured = env_str("CLAWDBOT_SECRET_KEY", "")
+    if configured:
+        if len(configured) < 32:
+            raise ConfigError("CLAWDBOT_SECRET_KEY must be at least 32 characters long")
+        return configured
+    if PRODUCTION:
+        raise ConfigError("CLAWDBOT_SECRET_KEY must be set when CLAWDBOT_MODE=production")
+    # Development keeps a generated key on disk: API keys are stored as HMACs keyed by it,
+    # so a key that changed on every start would invalidate every issued API key.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in env_str("CLAWDBOT_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in env_str("CLAWDBOT_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "nodes",
+    "gateway",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "clawdbot_site.urls"
+ASGI_APPLICATION = "clawdbot_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict[str, object]:
+    url = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'clawdbot.sqlite3'}")
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60)
+    except Exception as exc:  # dj-database-url raises several types for a bad URL
+        raise ConfigError(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(str(config["NAME"])).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite under several processes (gateway, worker, beat): WAL and a busy timeout
+        # turn "database is locked" into a short wait.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
+        config["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    return dict(config)
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _redis_url() -> str:
+    # Without REDIS_URL, `make run` starts an embedded Redis on this socket and every
+    # process (and any `clawdbot` command run beside it) finds it there.
+    url = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}")
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {url!r}")
+    return url
+
+
+REDIS_URL = _redis_url()
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "clawdbot:cache",
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "clawdbot:channels"},
+    }
+}
+
+
+def _celery_url(url: str) -> str:
+    # Kombu and Celery's result backend spell a unix socket "redis+socket://".
+    if url.startswith("unix://"):
+        return "redis+socket://" + url.removeprefix("unix://")
+    return url
+
+
+CELERY_BROKER_URL = _celery_url(REDIS_URL)
+CELERY_RESULT_BACKEND = _celery_url(REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env_bool("CLAWDBOT_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("CLAWDBOT_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# Gateway (data plane) policy.
+CLAWDBOT_PUBLIC_URL = env_str("CLAWDBOT_PUBLIC_URL", "http://127.0.0.1:8000")
+CLAWDBOT_PROBE_TIMEOUT_S = env_float("CLAWDBOT_PROBE_TIMEOUT_S", 3.0, minimum=0.1)
+CLAWDBOT_WARMUP_TIMEOUT_S = env_float("CLAWDBOT_WARMUP_TIMEOUT_S", 120.0, minimum=1.0)
+CLAWDBOT_MAX_BODY_BYTES = env_int("CLAWDBOT_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "Clawdbot administration"
+admin.site.site_title = "Clawdbot"
+admin.site.index_title = "Nodes, model profiles and API keys"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("dashboard.urls")),
+]

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from gateway.models import ApiKey
+from gateway.services import apikey_assign_secret
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "masked",
+        "owner",
+        "models",
+        "rpm_limit",
+        "tpm_limit",
+        "is_staff_key",
+        "expires_at",
+        "status",
+        "last_used_at",
+    )
+    list_filter = ("is_staff_key", ("revoked_at", admin.EmptyFieldListFilter), "allowed_profiles")
+    search_fields = ("name", "prefix", "owner__username")
+    filter_horizontal = ("allowed_profiles",)
+    readonly_fields = ("masked", "status", "revoked_at", "last_used_at", "created_at")
+    fields = (
+        "name",
+        "owner",
+        "allowed_profiles",
+        "rpm_limit",
+        "tpm_limit",
+        "is_staff_key",
+        "expires_at",
+        "masked",
+        "status",
+        "revoked_at",
+        "last_used_at",
+        "created_at",
+    )
+    actions = ["revoke"]
+    list_select_related = ("owner",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return super().get_queryset(request).prefetch_related("allowed_profiles")
+
+    @admin.display(description="key")
+    def masked(self, key: ApiKey) -> str:
+        return key.masked if key.prefix else "(generated when saved)"
+
+    @admin.display(description="models")
+    def models(self, key: ApiKey) -> str:
+        return ", ".join(p.model_id for p in key.allowed_profiles.all()) or "all"
+
+    @admin.display(description="status")
+    def status(self, key: ApiKey) -> str:
+        return key.status() if key.prefix else "-"
+
+    def save_model(
+        self, request: HttpRequest, obj: ApiKey, form: ModelForm[Any], change: bool
+    ) -> None:
+        secret = None if change else apikey_assign_secret(obj)
+        super().save_model(request, obj, form, change)
+        if secret is not None:
+            # Shown once: only the hash is stored, so this message is the only copy.
+            self.message_user(
+                request,
+                format_html(
+                    "API key created. Copy it now, it will not be shown again: "
+                    '<code id="new-api-key">{}</code>',
+                    secret,
+                ),
+                messages.WARNING,
+            )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)

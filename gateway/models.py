@@ -1,0 +1,95 @@
+"""Gateway API keys. Writes go through `gateway.services`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from nodes.models import ModelProfile
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100, help_text="What the key is for, e.g. 'support-bot'.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="api_keys",
+    )
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    digest = models.CharField(max_length=64, editable=False)
+    allowed_profiles = models.ManyToManyField(
+        ModelProfile,
+        blank=True,
+        related_name="api_keys",
+        verbose_name="allowed models",
+        help_text="Empty = every model.",
+    )
+    rpm_limit = models.PositiveIntegerField(
+        "requests/minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Empty = unlimited.",
+    )
+    tpm_limit = models.PositiveIntegerField(
+        "tokens/minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Prompt + completion tokens; empty = unlimited.",
+    )
+    is_staff_key = models.BooleanField(
+        "staff key",
+        default=False,
+        help_text="May call the management endpoints under /v1/admin.",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "prefix"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} (ck-{self.prefix}-…)"
+
+    @property
+    def masked(self) -> str:
+        return f"ck-{self.prefix}-…"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    def status(self, now: datetime | None = None) -> str:
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired(now):
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prefix": self.prefix,
+            "owner": self.owner.get_username() if self.owner else None,
+            "models": sorted(p.model_id for p in self.allowed_profiles.all()),
+            "rpm_limit": self.rpm_limit,
+            "tpm_limit": self.tpm_limit,
+            "staff": self.is_staff_key,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "status": self.status(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+        }

@@ -1,0 +1,143 @@
+"""Writes on nodes, profiles and deployments. Commands, admin actions and tasks call these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from nodes.choices import NodeState
+from nodes.discovery import DiscoveredModel, same_model
+from nodes.models import Deployment, ModelProfile, Node
+from nodes.probes import ProbeResult
+from nodes.statemachine import Health, after_probe
+from nodes.warmup import WarmupResult
+
+DEFAULT_CONTEXT_WINDOW = 8192
+MAX_DEFAULT_CONTEXT_WINDOW = 32768
+MAX_DEFAULT_OUTPUT_TOKENS = 4096
+
+
+@transaction.atomic
+def node_upsert(*, name: str, **fields: Any) -> tuple[Node, bool]:
+    """Create the node or update the given fields; validated before saving."""
+    node = Node.objects.select_for_update().filter(name=name).first()
+    created = node is None
+    if node is None:
+        node = Node(name=name)
+    for attr, value in fields.items():
+        setattr(node, attr, value)
+    node.full_clean()
+    node.save()
+    return node, created
+
+
+def node_set_draining(*, node: Node, draining: bool) -> None:
+    Node.objects.filter(pk=node.pk).update(draining=draining, updated_at=timezone.now())
+    node.draining = draining
+
+
+@transaction.atomic
+def node_record_probe(*, node_id: int, result: ProbeResult) -> Node | None:
+    """Apply one probe result through the state machine; None when the node is gone."""
+    node = Node.objects.select_for_update().filter(pk=node_id).first()
+    if node is None:
+        return None
+    health = after_probe(
+        Health(node.state, node.consecutive_failures, node.consecutive_successes), result.ok
+    )
+    now = timezone.now()
+    if health.state != node.state:
+        node.state_changed_at = now
+    node.state = health.state
+    node.consecutive_failures = health.consecutive_failures
+    node.consecutive_successes = health.consecutive_successes
+    node.last_probe_at = now
+    node.last_probe_error = result.error
+    node.save(
+        update_fields=[
+            "state",
+            "state_changed_at",
+            "consecutive_failures",
+            "consecutive_successes",
+            "last_probe_at",
+            "last_probe_error",
+            "updated_at",
+        ]
+    )
+    return node
+
+
+def node_mark_state(*, node: Node, state: str, error: str = "") -> None:
+    now = timezone.now()
+    changed = node.state != state
+    node.state = state
+    node.last_probe_error = error
+    fields = ["state", "last_probe_error", "updated_at"]
+    if changed:
+        node.state_changed_at = now
+        fields.append("state_changed_at")
+    if state == NodeState.READY:
+        node.consecutive_failures = 0
+        fields.append("consecutive_failures")
+    node.save(update_fields=fields)
+
+
+def default_context_window(discovered: int | None, requested: int | None) -> int:
+    """A new profile's window: what the operator asked for, else the model's length capped
+    (num_ctx is allocated in VRAM on every load, so the trained maximum is rarely wanted)."""
+    if requested:
+        return min(requested, discovered) if discovered else requested
+    if discovered:
+        return min(discovered, MAX_DEFAULT_CONTEXT_WINDOW)
+    return DEFAULT_CONTEXT_WINDOW
+
+
+@transaction.atomic
+def profile_for_discovered(
+    *, model: DiscoveredModel, context_window: int | None = None, prefetch: bool | None = None
+) -> tuple[ModelProfile, bool]:
+    """The profile serving an upstream model: an existing one (matched on its upstream name,
+    then its model id) keeps its settings; otherwise a new profile named after the model."""
+    existing = next(
+        (p for p in ModelProfile.objects.all() if same_model(p.upstream_model, model.name)), None
+    )
+    if existing is None:
+        existing = ModelProfile.objects.filter(model_id=model.name).first()
+    if existing is not None:
+        if prefetch is not None and existing.prefetch != prefetch:
+            existing.prefetch = prefetch
+            existing.save(update_fields=["prefetch", "updated_at"])
+        return existing, False
+    window = default_context_window(model.context_length, context_window)
+    profile = ModelProfile(
+        model_id=model.name,
+        upstream_model=model.name,
+        display_name=model.name,
+        context_window=window,
+        max_output_tokens=min(MAX_DEFAULT_OUTPUT_TOKENS, window),
+        prefetch=bool(prefetch),
+    )
+    profile.full_clean()
+    profile.save()
+    return profile, True
+
+
+def deployment_ensure(*, node: Node, profile: ModelProfile) -> tuple[Deployment, bool]:
+    deployment = Deployment(node=node, profile=profile)
+    existing = Deployment.objects.filter(node=node, profile=profile).first()
+    if existing is not None:
+        return existing, False
+    deployment.full_clean()
+    deployment.save()
+    return deployment, True
+
+
+def deployment_record_warmup(*, deployment: Deployment, result: WarmupResult) -> None:
+    deployment.loaded = result.ok
+    deployment.last_load_ms = result.load_ms
+    deployment.last_load_error = result.error
+    if result.ok:
+        deployment.loaded_at = timezone.now()
+    deployment.save(update_fields=["loaded", "last_load_ms", "last_load_error", "loaded_at"])

@@ -167,7 +167,14 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+# Each entry expires just under its interval: a backlog after an outage is dropped, not replayed.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "flush-request-logs": {
+        "task": "gateway.tasks.flush_request_logs",
+        "schedule": 2.0,
+        "options": {"expires": 1.8},
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -206,3 +213,13 @@ CLAWDBOT_PUBLIC_URL = env_str("CLAWDBOT_PUBLIC_URL", "http://127.0.0.1:8000")
 CLAWDBOT_PROBE_TIMEOUT_S = env_float("CLAWDBOT_PROBE_TIMEOUT_S", 3.0, minimum=0.1)
 CLAWDBOT_WARMUP_TIMEOUT_S = env_float("CLAWDBOT_WARMUP_TIMEOUT_S", 120.0, minimum=1.0)
 CLAWDBOT_MAX_BODY_BYTES = env_int("CLAWDBOT_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+CLAWDBOT_MAX_ATTEMPTS = env_int("CLAWDBOT_MAX_ATTEMPTS", 3, minimum=1)
+CLAWDBOT_QUEUE_TIMEOUT_S = env_float("CLAWDBOT_QUEUE_TIMEOUT_S", 30.0, minimum=0.0)
+CLAWDBOT_CONNECT_TIMEOUT_S = env_float("CLAWDBOT_CONNECT_TIMEOUT_S", 3.0, minimum=0.1)
+CLAWDBOT_FIRST_BYTE_TIMEOUT_S = env_float("CLAWDBOT_FIRST_BYTE_TIMEOUT_S", 120.0, minimum=0.1)
+CLAWDBOT_READ_TIMEOUT_S = env_float("CLAWDBOT_READ_TIMEOUT_S", 120.0, minimum=0.1)
+CLAWDBOT_KEEPALIVE_S = env_float("CLAWDBOT_KEEPALIVE_S", 2.0, minimum=0.05)
+CLAWDBOT_EJECT_AFTER = env_int("CLAWDBOT_EJECT_AFTER", 3, minimum=1)
+CLAWDBOT_EJECT_COOLDOWN_S = env_float("CLAWDBOT_EJECT_COOLDOWN_S", 5.0, minimum=0.1)
+CLAWDBOT_EJECT_MAX_COOLDOWN_S = env_float("CLAWDBOT_EJECT_MAX_COOLDOWN_S", 120.0, minimum=0.1)
+CLAWDBOT_TRUNCATION_RATIO = env_float("CLAWDBOT_TRUNCATION_RATIO", 0.5, minimum=0.0)

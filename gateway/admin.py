@@ -6,11 +6,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.html import format_html
 
 from gateway.models import ApiKey
-from gateway.services import apikey_assign_secret
+from gateway.services import apikey_assign_secret, apikeys_revoke
 
 
 @admin.register(ApiKey)
@@ -82,5 +81,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = apikeys_revoke(key_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)

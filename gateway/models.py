@@ -93,3 +93,33 @@ class ApiKey(models.Model):
             "status": self.status(),
             "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
         }
+
+
+class RequestLog(models.Model):
+    """One row per /v1 request, written in bulk from the Redis buffer (see gateway.logbuffer)."""
+
+    request_id = models.CharField(max_length=40, unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    endpoint = models.CharField(max_length=40)
+    key_prefix = models.CharField(max_length=16, blank=True, db_index=True)
+    model = models.CharField(max_length=128, blank=True, db_index=True)
+    served_model = models.CharField(
+        max_length=128, blank=True, help_text="The profile that answered (after a downgrade)."
+    )
+    node = models.CharField(max_length=63, blank=True, db_index=True)
+    status = models.PositiveSmallIntegerField()
+    stream = models.BooleanField(default=False)
+    latency_ms = models.FloatField()
+    ttft_ms = models.FloatField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%H:%M:%S} {self.endpoint} {self.model} {self.status}"

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from gateway.keys import generate_key, hash_key
 from gateway.models import ApiKey
+from gateway.routing_version import bump_after_commit
 from nodes.models import ModelProfile
 
 
@@ -78,10 +79,18 @@ def apikey_create(
     return CreatedKey(key=key, secret=secret)
 
 
-def apikey_revoke(*, key: ApiKey) -> bool:
-    """Revoke a key; False when it was already revoked."""
-    updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+def apikeys_revoke(*, key_ids: list[int]) -> int:
+    """Revoke keys; returns how many were not revoked already. Gateways stop accepting them
+    within a second (routing version bump)."""
+    updated = ApiKey.objects.filter(pk__in=key_ids, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
+    bump_after_commit()
+    return updated
+
+
+def apikey_revoke(*, key: ApiKey) -> bool:
+    """Revoke a key; False when it was already revoked."""
+    updated = apikeys_revoke(key_ids=[key.pk])
     key.refresh_from_db(fields=["revoked_at"])
     return updated == 1

@@ -9,6 +9,7 @@ from django.utils.safestring import SafeString
 from nodes.choices import NodeState
 from nodes.models import Deployment, ModelProfile, Node
 from nodes.probe_runner import probe_and_record
+from nodes.services import nodes_set_draining
 
 STATE_COLOURS = {
     NodeState.READY: "#1a7f37",
@@ -91,12 +92,16 @@ class NodeAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: finish current work, take no new requests")
     def drain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
-        count = queryset.update(draining=True)
+        count = nodes_set_draining(
+            node_ids=list(queryset.values_list("pk", flat=True)), draining=True
+        )
         self.message_user(request, f"{count} node(s) draining.", messages.SUCCESS)
 
     @admin.action(description="Undrain: accept new requests again")
     def undrain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
-        count = queryset.update(draining=False)
+        count = nodes_set_draining(
+            node_ids=list(queryset.values_list("pk", flat=True)), draining=False
+        )
         self.message_user(request, f"{count} node(s) accepting requests.", messages.SUCCESS)
 
     @admin.action(description="Probe now")
@@ -106,13 +111,13 @@ class NodeAdmin(admin.ModelAdmin):
             if result.ok:
                 self.message_user(
                     request,
-                    f"{node.name}: probe OK in {result.latency_ms:.0f} ms; state {node.state}.",
+                    f"Node {node.name}: probe OK in {result.latency_ms:.0f} ms; state {node.state}.",
                     messages.SUCCESS,
                 )
             else:
                 self.message_user(
                     request,
-                    f"{node.name}: probe failed ({result.error}); state {node.state}.",
+                    f"Node {node.name}: probe failed ({result.error}); state {node.state}.",
                     messages.ERROR,
                 )
 

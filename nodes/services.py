@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from gateway.routing_version import bump_after_commit
 from nodes.choices import NodeState
 from nodes.discovery import DiscoveredModel, same_model
 from nodes.models import Deployment, ModelProfile, Node
@@ -33,9 +34,13 @@ def node_upsert(*, name: str, **fields: Any) -> tuple[Node, bool]:
     return node, created
 
 
-def node_set_draining(*, node: Node, draining: bool) -> None:
-    Node.objects.filter(pk=node.pk).update(draining=draining, updated_at=timezone.now())
-    node.draining = draining
+def nodes_set_draining(*, node_ids: list[int], draining: bool) -> int:
+    """Drain (or undrain) nodes; returns how many changed. Gateways see it within a second."""
+    count = Node.objects.filter(pk__in=node_ids).update(
+        draining=draining, updated_at=timezone.now()
+    )
+    bump_after_commit()
+    return count
 
 
 @transaction.atomic

@@ -144,7 +144,7 @@ def test_probe_now_action_against_a_live_and_a_dead_node(
         follow=True,
     )
     text = response.content.decode()
-    assert "live: probe OK" in text and "dead: probe failed (cannot connect" in text
+    assert "Node live: probe OK" in text and "Node dead: probe failed (cannot connect" in text
     live.refresh_from_db()
     dead.refresh_from_db()
     assert live.state == "READY" and live.last_probe_at is not None

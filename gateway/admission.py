@@ -1,0 +1,327 @@
+"""Admission, shared by every gateway process through Redis: per-key rate limits, the choice
+of node (least expected wait among nodes with a free slot), per-node concurrency slots held as
+leases with a TTL, a bounded per-node queue, and passive ejection of failing nodes.
+
+One script call admits a request (one round trip); one call releases it. Leases expire, so a
+killed gateway process leaks no slot: its leases lapse within LEASE_TTL_MS.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+
+from clawdbot_site.redis_client import KEY_PREFIX
+from gateway.snapshot import Route
+
+LEASE_TTL_MS = 30_000
+
+ADMIT = r"""
+local p = KEYS[1]
+local now = tonumber(ARGV[1])
+local lease = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local keyid = ARGV[4]
+local rpm = tonumber(ARGV[5])
+local tpm = tonumber(ARGV[6])
+local est = tonumber(ARGV[7])
+local check_rate = ARGV[8] == '1'
+local queued_at = ARGV[9]
+local allow_queue = ARGV[10] == '1'
+local prefer = ARGV[11]
+local first = 12
+local minute = math.floor(now / 60000)
+local into = now % 60000
+local frac = into / 60000
+local rem_r, rem_t = -1, -1
+
+local function window(kind, limit, cost)
+  local base = p .. 'rl:' .. kind .. ':' .. keyid .. ':'
+  local cur = tonumber(redis.call('GET', base .. minute) or '0')
+  local prev = tonumber(redis.call('GET', base .. (minute - 1)) or '0')
+  local used = prev * (1 - frac) + cur
+  if used + cost <= limit then
+    return -1, math.floor(limit - used - cost)
+  end
+  -- When will the sliding window have room again?
+  local wait
+  if cur + cost <= limit and prev > 0 then
+    local need = 1 - (limit - cur - cost) / prev
+    wait = math.max(1, math.ceil((need - frac) * 60000))
+  elseif cost > limit then
+    wait = -2
+  else
+    local need = 0
+    if cur > 0 then need = math.max(0, 1 - (limit - cost) / cur) end
+    wait = math.ceil((60000 - into) + need * 60000)
+  end
+  return wait, 0
+end
+
+if check_rate then
+  if rpm > 0 then
+    local wait, left = window('r', rpm, 1)
+    if wait ~= -1 then return {'rate_requests', '', tostring(wait), '0', '0'} end
+    rem_r = left
+  end
+  if tpm > 0 then
+    local wait, left = window('t', tpm, est)
+    if wait ~= -1 then return {'rate_tokens', '', tostring(wait), tostring(rem_r), '0'} end
+    rem_t = left
+  end
+end
+
+local best, best_score, best_pref = nil, nil, false
+local qbest, qbest_score, qbest_size = nil, nil, 0
+local alive = 0
+local n = math.floor((#ARGV - first + 1) / 5)
+for i = 0, n - 1 do
+  local b = first + i * 5
+  local node = ARGV[b]
+  local maxc = tonumber(ARGV[b + 1])
+  local qsize = tonumber(ARGV[b + 2])
+  local w = tonumber(ARGV[b + 3])
+  local gpu = ARGV[b + 4]
+  local ejected = tonumber(redis.call('HGET', p .. 'eject:' .. node, 'until') or '0')
+  if ejected <= now then
+    alive = alive + 1
+    local sk = p .. 'slots:' .. node
+    redis.call('ZREMRANGEBYSCORE', sk, '-inf', now)
+    local inflight = redis.call('ZCARD', sk)
+    if inflight < maxc then
+      local score = (inflight + 1) / w
+      local pref = prefer ~= '' and gpu == prefer
+      if best == nil or (pref and not best_pref) or (pref == best_pref and score < best_score) then
+        best, best_score, best_pref = node, score, pref
+      end
+    elseif allow_queue and queued_at == '' and qsize > 0 then
+      local qk = p .. 'queue:' .. node
+      redis.call('ZREMRANGEBYSCORE', qk, '-inf', now)
+      local waiting = redis.call('ZCARD', qk)
+      if waiting < qsize then
+        local score = (inflight + waiting + 1) / w
+        if qbest == nil or score < qbest_score then
+          qbest, qbest_score = node, score
+        end
+      end
+    end
+  end
+end
+
+local verdict, chosen
+if best ~= nil then
+  redis.call('ZADD', p .. 'slots:' .. best, now + ttl, lease)
+  if queued_at ~= '' then redis.call('ZREM', p .. 'queue:' .. queued_at, lease) end
+  verdict, chosen = 'ok', best
+elseif queued_at ~= '' then
+  redis.call('ZADD', p .. 'queue:' .. queued_at, 'XX', now + ttl, lease)
+  return {'queued', queued_at, '0', tostring(rem_r), tostring(rem_t)}
+elseif qbest ~= nil then
+  redis.call('ZADD', p .. 'queue:' .. qbest, now + ttl, lease)
+  verdict, chosen = 'queued', qbest
+elseif alive == 0 then
+  return {'ejected', '', '0', '0', '0'}
+else
+  return {'full', '', '0', '0', '0'}
+end
+
+if check_rate then
+  if rpm > 0 then
+    local k = p .. 'rl:r:' .. keyid .. ':' .. minute
+    redis.call('INCR', k)
+    redis.call('PEXPIRE', k, 130000)
+  end
+  if tpm > 0 and est > 0 then
+    local k = p .. 'rl:t:' .. keyid .. ':' .. minute
+    redis.call('INCRBY', k, est)
+    redis.call('PEXPIRE', k, 130000)
+  end
+end
+return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t)}
+"""
+
+RELEASE = r"""
+local p = KEYS[1]
+local now = tonumber(ARGV[1])
+local lease = ARGV[2]
+local node = ARGV[3]
+local outcome = ARGV[4]
+local eject_after = tonumber(ARGV[5])
+local base = tonumber(ARGV[6])
+local cap = tonumber(ARGV[7])
+local keyid = ARGV[8]
+local token_delta = tonumber(ARGV[9])
+local queued = ARGV[10] == '1'
+if queued then
+  redis.call('ZREM', p .. 'queue:' .. node, lease)
+else
+  redis.call('ZREM', p .. 'slots:' .. node, lease)
+end
+if token_delta ~= 0 and keyid ~= '' then
+  local k = p .. 'rl:t:' .. keyid .. ':' .. math.floor(now / 60000)
+  redis.call('INCRBY', k, token_delta)
+  redis.call('PEXPIRE', k, 130000)
+end
+local ek = p .. 'eject:' .. node
+if outcome == 'ok' then
+  redis.call('HSET', ek, 'fails', 0, 'count', 0)
+elseif outcome == 'fail' then
+  local fails = redis.call('HINCRBY', ek, 'fails', 1)
+  redis.call('PEXPIRE', ek, 3600000)
+  if fails >= eject_after then
+    local count = redis.call('HINCRBY', ek, 'count', 1)
+    local cooldown = math.min(base * 2 ^ (count - 1), cap)
+    redis.call('HSET', ek, 'until', now + cooldown, 'fails', 0)
+    return cooldown
+  end
+end
+return 0
+"""
+
+RENEW = r"""
+local p = KEYS[1]
+local expiry = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', p .. ARGV[i], 'XX', expiry, ARGV[i + 1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: str  # ok | queued | full | ejected | rate_requests | rate_tokens
+    node: str
+    retry_after_ms: int
+    remaining_requests: int  # -1: no limit
+    remaining_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class EjectionPolicy:
+    after_failures: int = 3
+    base_cooldown_ms: int = 5_000
+    max_cooldown_ms: int = 120_000
+
+
+class Admission:
+    def __init__(self, client: aredis.Redis, policy: EjectionPolicy | None = None) -> None:
+        self._admit = client.register_script(ADMIT)
+        self._release = client.register_script(RELEASE)
+        self._renew = client.register_script(RENEW)
+        self.policy = policy or EjectionPolicy()
+
+    async def admit(
+        self,
+        *,
+        lease: str,
+        routes: tuple[Route, ...] | list[Route],
+        key_id: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        estimated_tokens: int,
+        check_rate: bool,
+        queued_at: str = "",
+        allow_queue: bool = True,
+        prefer_gpu: str = "",
+    ) -> Verdict:
+        candidates = list(routes)
+        random.shuffle(candidates)  # ties go to a random node
+        args: list[Any] = [
+            int(time.time() * 1000),
+            lease,
+            LEASE_TTL_MS,
+            key_id or 0,
+            rpm or 0,
+            tpm or 0,
+            estimated_tokens,
+            1 if check_rate else 0,
+            queued_at,
+            1 if allow_queue else 0,
+            prefer_gpu,
+        ]
+        for route in candidates:
+            node = route.node
+            args += [node.name, node.max_concurrent, node.queue_size, route.weight, node.gpu_type]
+        raw = await self._admit(keys=[KEY_PREFIX], args=args)
+        status, node_name, retry, rem_r, rem_t = (
+            v.decode() if isinstance(v, bytes) else str(v) for v in raw
+        )
+        return Verdict(status, node_name, int(retry), int(rem_r), int(rem_t))
+
+    def _release_args(
+        self,
+        lease: str,
+        node: str,
+        outcome: str,
+        key_id: int | None,
+        token_delta: int,
+        queued: bool,
+    ) -> list[Any]:
+        p = self.policy
+        return [
+            int(time.time() * 1000),
+            lease,
+            node,
+            outcome,
+            p.after_failures,
+            p.base_cooldown_ms,
+            p.max_cooldown_ms,
+            key_id or "",
+            token_delta,
+            1 if queued else 0,
+        ]
+
+    async def release(
+        self,
+        *,
+        lease: str,
+        node: str,
+        outcome: str,
+        key_id: int | None = None,
+        token_delta: int = 0,
+        queued: bool = False,
+    ) -> int:
+        """Free the slot (or queue place); `outcome` ok|fail|neutral feeds ejection.
+        Returns the ejection cooldown in ms when this failure ejected the node, else 0."""
+        args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
+        return int(await self._release(keys=[KEY_PREFIX], args=args))
+
+    async def queue_release(
+        self,
+        pipe: Any,
+        *,
+        lease: str,
+        node: str,
+        outcome: str,
+        key_id: int | None = None,
+        token_delta: int = 0,
+        queued: bool = False,
+    ) -> None:
+        """The same release, queued on a pipeline that carries the request's other writes."""
+        args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
+        await self._release(keys=[KEY_PREFIX], args=args, client=pipe)
+
+    async def renew(self, held: list[tuple[str, str]]) -> None:
+        """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs."""
+        if not held:
+            return
+        args: list[Any] = [int(time.time() * 1000) + LEASE_TTL_MS]
+        for zset, lease in held:
+            args += [zset, lease]
+        await self._renew(keys=[KEY_PREFIX], args=args)
+
+
+async def node_load(client: aredis.Redis, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(in flight, queued) per node, counting only live leases."""
+    now = int(time.time() * 1000)
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcount(KEY_PREFIX + "slots:" + name, now, "+inf")
+            pipe.zcount(KEY_PREFIX + "queue:" + name, now, "+inf")
+        counts = await pipe.execute()
+    return {name: (int(counts[2 * i]), int(counts[2 * i + 1])) for i, name in enumerate(names)}

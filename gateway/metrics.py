@@ -1,0 +1,156 @@
+"""Prometheus metrics kept in Redis, so every gateway process adds to the same series and any
+process's /metrics shows the cluster's numbers. Requests add to them in the pipeline that
+ends the request; /metrics renders them with live node load and the routing snapshot."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from clawdbot_site.redis_client import KEY_PREFIX
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+REQUESTS = KEY_PREFIX + "m:requests"
+TOKENS = KEY_PREFIX + "m:tokens"
+HISTOGRAMS = {"duration": KEY_PREFIX + "m:duration:", "ttft": KEY_PREFIX + "m:ttft:"}
+MODELS = KEY_PREFIX + "m:models"
+SEP = "\x1f"
+
+
+def bucket_field(seconds: float) -> str:
+    index = bisect_left(BUCKETS, seconds)
+    return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
+
+
+def record(
+    pipe: Any,
+    *,
+    model: str,
+    node: str,
+    status: int,
+    duration_s: float,
+    ttft_s: float | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+) -> None:
+    """Queue the request's metric updates on a Redis pipeline (no round trip of its own)."""
+    model = model or "-"
+    pipe.hincrby(REQUESTS, f"{model}{SEP}{node or '-'}{SEP}{status}", 1)
+    pipe.sadd(MODELS, model)
+    for kind, value in (("duration", duration_s), ("ttft", ttft_s)):
+        if value is None:
+            continue
+        key = HISTOGRAMS[kind] + model
+        pipe.hincrby(key, bucket_field(value), 1)
+        pipe.hincrbyfloat(key, "sum", value)
+    if prompt_tokens:
+        pipe.hincrby(TOKENS, f"{model}{SEP}prompt", prompt_tokens)
+    if completion_tokens:
+        pipe.hincrby(TOKENS, f"{model}{SEP}completion", completion_tokens)
+
+
+def _histogram(name: str, doc: str, rows: dict[str, dict[bytes, bytes]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=["model"])
+    for model, fields in sorted(rows.items()):
+        counts = {k.decode(): v for k, v in fields.items()}
+        cumulative = 0
+        buckets = []
+        for edge in (*[repr(b) for b in BUCKETS], "+Inf"):
+            cumulative += int(counts.get(edge, 0))
+            buckets.append((edge, cumulative))
+        family.add_metric([model], buckets, float(counts.get("sum", 0.0)))
+    return family
+
+
+class RedisCollector(Collector):
+    """Collects from data fetched beforehand (collection itself must not do async I/O)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def collect(self) -> Iterator[Any]:
+        d = self.data
+        up = GaugeMetricFamily("clawdbot_router_up", "1 while this gateway process serves.")
+        up.add_metric([], 1)
+        yield up
+        requests = CounterMetricFamily(
+            "clawdbot_requests", "Requests answered.", labels=["model", "node", "status"]
+        )
+        for raw, count in sorted(d["requests"].items()):
+            model, node, status = raw.decode().split(SEP)
+            requests.add_metric([model, node, status], int(count))
+        yield requests
+        tokens = CounterMetricFamily("clawdbot_tokens", "Tokens.", labels=["model", "kind"])
+        for raw, count in sorted(d["tokens"].items()):
+            model, kind = raw.decode().split(SEP)
+            tokens.add_metric([model, kind], int(count))
+        yield tokens
+        yield _histogram("clawdbot_request_duration_seconds", "Request duration.", d["duration"])
+        yield _histogram("clawdbot_time_to_first_token_seconds", "Time to first token.", d["ttft"])
+        inflight = GaugeMetricFamily(
+            "clawdbot_node_in_flight", "Requests running.", labels=["node"]
+        )
+        queued = GaugeMetricFamily("clawdbot_node_queued", "Requests waiting.", labels=["node"])
+        node_up = GaugeMetricFamily("clawdbot_node_up", "1 when READY.", labels=["node", "state"])
+        weight = GaugeMetricFamily("clawdbot_node_weight", "Routing weight.", labels=["node"])
+        ejected = GaugeMetricFamily(
+            "clawdbot_node_ejected", "1 while passively ejected.", labels=["node"]
+        )
+        for node in d["nodes"]:
+            running, waiting = d["load"].get(node.name, (0, 0))
+            inflight.add_metric([node.name], running)
+            queued.add_metric([node.name], waiting)
+            node_up.add_metric([node.name, node.state], 1 if node.routable else 0)
+            weight.add_metric([node.name], node.weight)
+            ejected.add_metric([node.name], 1 if node.name in d["ejected"] else 0)
+        yield from (inflight, queued, node_up, weight, ejected)
+        version = GaugeMetricFamily("clawdbot_routing_version", "Snapshot version in use.")
+        version.add_metric([], d["version"])
+        yield version
+
+
+async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
+    """Everything /metrics shows, in one pipelined round trip (plus one for model names)."""
+    models = sorted(m.decode() for m in await client.smembers(MODELS))
+    nodes = list(snapshot.nodes.values())
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(REQUESTS)
+        pipe.hgetall(TOKENS)
+        for model in models:
+            pipe.hgetall(HISTOGRAMS["duration"] + model)
+            pipe.hgetall(HISTOGRAMS["ttft"] + model)
+        for node in nodes:
+            pipe.zcount(KEY_PREFIX + "slots:" + node.name, now_ms, "+inf")
+            pipe.zcount(KEY_PREFIX + "queue:" + node.name, now_ms, "+inf")
+            pipe.hget(KEY_PREFIX + "eject:" + node.name, "until")
+        results = await pipe.execute()
+    data: dict[str, Any] = {
+        "requests": results[0],
+        "tokens": results[1],
+        "duration": {},
+        "ttft": {},
+        "load": {},
+        "ejected": set(),
+        "nodes": nodes,
+        "version": snapshot.version,
+    }
+    offset = 2
+    for model in models:
+        data["duration"][model] = results[offset]
+        data["ttft"][model] = results[offset + 1]
+        offset += 2
+    for node in nodes:
+        data["load"][node.name] = (int(results[offset]), int(results[offset + 1]))
+        until = results[offset + 2]
+        if until is not None and float(until) > now_ms:
+            data["ejected"].add(node.name)
+        offset += 3
+    return data

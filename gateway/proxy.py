@@ -1,0 +1,489 @@
+"""Running one generation request against the cluster: admission (rate limits, slot or
+queue), the upstream call, retries on another node before the first byte reaches the client,
+streaming relay, and the closing bookkeeping (lease, ejection, metrics, request log) in one
+Redis pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import orjson
+from django.conf import settings
+
+from gateway import logbuffer, metrics
+from gateway.admission import Verdict
+from gateway.errors import GatewayError, upstream_unavailable
+from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
+from gateway.runtime import Runtime
+from gateway.snapshot import KeyView, NodeView, Route
+
+log = logging.getLogger(__name__)
+
+# Failures worth another node: the node, not the request, is at fault.
+RETRYABLE_EXCEPTIONS = (httpx.TransportError,)
+
+
+class StreamRelay(Protocol):
+    """Turns upstream stream bytes into client SSE bytes (see gateway.upstreams.adapters)."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    @property
+    def failed(self) -> GatewayError | None: ...
+
+
+class NodeCall(Protocol):
+    """One request in one node's protocol (see gateway.upstreams.adapters)."""
+
+    path: str
+    body: bytes
+
+    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]: ...
+    def relay(self) -> StreamRelay: ...
+    def error(self, status: int, raw: bytes) -> GatewayError: ...
+
+
+class UpstreamCall(Protocol):
+    """A validated client request that can be sent to any node serving its profile."""
+
+    def for_node(self, node: NodeView) -> NodeCall: ...
+
+
+@dataclass
+class Exchange:
+    """Everything known about one client request, for the response, the log and metrics."""
+
+    endpoint: str
+    started: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
+    request_id: str = field(default_factory=lambda: "req-" + uuid.uuid4().hex)
+    key: KeyView | None = None
+    model: str = ""
+    served_model: str = ""
+    stream: bool = False
+    node: str = ""
+    status: int = 200
+    attempts: int = 0
+    ttft: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    estimated_tokens: int = 0
+    error: GatewayError | None = None
+    response_started: bool = False
+    content_sent: bool = False
+    lease: str = ""
+    lease_node: str = ""
+    lease_queued: bool = False
+    outcome: str = "neutral"
+    headers: Headers = field(default_factory=list)
+    truncated: bool = False
+
+    def base_headers(self) -> Headers:
+        headers: Headers = [(b"x-request-id", self.request_id.encode())]
+        if self.node:
+            headers.append((b"x-clawdbot-node", self.node.encode()))
+        if self.attempts > 1:
+            headers.append((b"x-clawdbot-attempts", str(self.attempts).encode()))
+        return headers + self.headers
+
+
+class Retry(Exception):
+    """This node failed before anything reached the client: try another one."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _rate_headers(key: KeyView, verdict: Verdict) -> Headers:
+    headers = []
+    if key.rpm_limit:
+        headers += [
+            ("x-ratelimit-limit-requests", str(key.rpm_limit)),
+            ("x-ratelimit-remaining-requests", str(max(verdict.remaining_requests, 0))),
+        ]
+    if key.tpm_limit:
+        headers += [
+            ("x-ratelimit-limit-tokens", str(key.tpm_limit)),
+            ("x-ratelimit-remaining-tokens", str(max(verdict.remaining_tokens, 0))),
+        ]
+    return encode_headers(headers)
+
+
+def rate_limited(key: KeyView, verdict: Verdict) -> GatewayError:
+    kind = "requests" if verdict.status == "rate_requests" else "tokens"
+    limit = key.rpm_limit if kind == "requests" else key.tpm_limit
+    if verdict.retry_after_ms == -2:
+        return GatewayError(
+            429,
+            f"Request too large: it needs more tokens than this key's limit of {limit} "
+            "tokens per minute allows. Shorten the prompt or max_tokens.",
+            "tokens",
+            "rate_limit_exceeded",
+            None,
+            {"x-should-retry": "false"},
+        )
+    seconds = max(1, math.ceil(verdict.retry_after_ms / 1000))
+    headers = {
+        "retry-after": str(min(seconds, 120)),
+        "retry-after-ms": str(max(verdict.retry_after_ms, 1)),
+        f"x-ratelimit-limit-{kind}": str(limit),
+        f"x-ratelimit-remaining-{kind}": "0",
+        f"x-ratelimit-reset-{kind}": f"{seconds}s",
+    }
+    if seconds > 120:
+        headers["x-should-retry"] = "false"
+    return GatewayError(
+        429,
+        f"Rate limit reached for this key: {limit} {kind} per minute. "
+        f"Please try again in {seconds}s.",
+        kind,
+        "rate_limit_exceeded",
+        None,
+        headers,
+    )
+
+
+class Proxy:
+    def __init__(self, rt: Runtime, send: Send) -> None:
+        self.rt = rt
+        self.send = send
+
+    async def start_stream(self, ex: Exchange) -> None:
+        if not ex.response_started:
+            ex.response_started = True
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": SSE_HEADERS + ex.base_headers(),
+                }
+            )
+
+    async def write(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def run(self, ex: Exchange, routes: tuple[Route, ...], call: UpstreamCall) -> None:
+        if not routes:
+            raise upstream_unavailable(
+                f"No node is ready to serve `{ex.model}` right now; try again shortly.", 5
+            )
+        tried: set[str] = set()
+        prefer = ""
+        last: GatewayError | None = None
+        for attempt in range(1, settings.CLAWDBOT_MAX_ATTEMPTS + 1):
+            candidates = tuple(r for r in routes if r.node.name not in tried)
+            if not candidates:
+                break
+            node = await self.acquire(ex, candidates, first=attempt == 1, prefer=prefer)
+            ex.attempts = attempt
+            ex.node = node.name
+            try:
+                node_call = call.for_node(node)
+                if ex.stream:
+                    await self.stream_once(ex, node, node_call)
+                else:
+                    await self.call_once(ex, node, node_call)
+                return
+            except Retry as retry:
+                last = retry.error
+                tried.add(node.name)
+                prefer = node.gpu_type
+                await self.release(ex, "fail")
+                log.info("attempt %d on %s failed: %s", attempt, node.name, retry.error.message)
+        raise last or upstream_unavailable(f"No node could serve `{ex.model}`.")
+
+    async def acquire(
+        self, ex: Exchange, routes: tuple[Route, ...], *, first: bool, prefer: str
+    ) -> NodeView:
+        key = ex.key
+        assert key is not None
+        admission = self.rt.admission
+        lease = uuid.uuid4().hex
+        verdict = await admission.admit(
+            lease=lease,
+            routes=routes,
+            key_id=key.id,
+            rpm=key.rpm_limit,
+            tpm=key.tpm_limit,
+            estimated_tokens=ex.estimated_tokens,
+            check_rate=first,
+            prefer_gpu=prefer,
+        )
+        if first:
+            ex.headers = _rate_headers(key, verdict)
+        if verdict.status in ("rate_requests", "rate_tokens"):
+            raise rate_limited(key, verdict)
+        if verdict.status == "ejected":
+            raise upstream_unavailable(
+                f"Every node serving `{ex.model}` is failing; they are ejected for a cooldown.", 5
+            )
+        if verdict.status == "full":
+            raise upstream_unavailable(
+                f"All nodes serving `{ex.model}` are at capacity and their queues are full.", 1
+            )
+        ex.lease, ex.lease_node = lease, verdict.node
+        ex.lease_queued = verdict.status == "queued"
+        self.rt.leases[lease] = ("queue:" if ex.lease_queued else "slots:") + verdict.node
+        if ex.lease_queued:
+            verdict = await self.wait_in_queue(ex, routes, lease, verdict, prefer)
+        return self.rt.snapshot.nodes.get(verdict.node) or next(
+            r.node for r in routes if r.node.name == verdict.node
+        )
+
+    async def wait_in_queue(
+        self, ex: Exchange, routes: tuple[Route, ...], lease: str, verdict: Verdict, prefer: str
+    ) -> Verdict:
+        deadline = time.monotonic() + settings.CLAWDBOT_QUEUE_TIMEOUT_S
+        next_ping = time.monotonic() + settings.CLAWDBOT_KEEPALIVE_S
+        delay = 0.005
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise upstream_unavailable(
+                    f"Timed out after {settings.CLAWDBOT_QUEUE_TIMEOUT_S:g} s waiting for a "
+                    f"free slot on a node serving `{ex.model}`.",
+                    2,
+                )
+            if ex.stream and now >= next_ping:
+                await self.start_stream(ex)
+                await self.write(b": queued, waiting for a free slot\n\n")
+                next_ping = now + settings.CLAWDBOT_KEEPALIVE_S
+            # Cross-process slots free up without notice: poll, backing off to 50 ms.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            verdict = await self.rt.admission.admit(
+                lease=lease,
+                routes=routes,
+                key_id=None,
+                rpm=None,
+                tpm=None,
+                estimated_tokens=0,
+                check_rate=False,
+                queued_at=ex.lease_node,
+                prefer_gpu=prefer,
+            )
+            if verdict.status == "ok":
+                self.rt.leases[lease] = "slots:" + verdict.node
+                ex.lease_node, ex.lease_queued = verdict.node, False
+                return verdict
+
+    async def release(self, ex: Exchange, outcome: str) -> None:
+        """Free the lease now (between attempts). The final release rides the closing pipeline."""
+        if not ex.lease:
+            return
+        lease, node, queued = ex.lease, ex.lease_node, ex.lease_queued
+        ex.lease = ""
+        self.rt.leases.pop(lease, None)
+        await asyncio.shield(
+            self.rt.admission.release(lease=lease, node=node, outcome=outcome, queued=queued)
+        )
+
+    async def call_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
+        try:
+            response = await self.rt.http.post(
+                node.base_url + call.path,
+                content=call.body,
+                headers={"content-type": "application/json"},
+            )
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise Retry(_transport_error(node, exc)) from None
+        raw = response.content
+        if response.status_code != 200:
+            error = call.error(response.status_code, raw)
+            if response.status_code >= 500:
+                raise Retry(error)
+            ex.outcome = "ok"  # the node answered; the request was at fault
+            raise error
+        body, ex.prompt_tokens, ex.completion_tokens = call.translate(raw)
+        ex.outcome = "ok"
+        ex.ttft = time.perf_counter() - ex.started
+        headers = [JSON, *ex.base_headers()]
+        if self._truncated(ex):
+            headers.append((b"x-clawdbot-prompt-truncated", b"true"))
+        ex.response_started = ex.content_sent = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body})
+
+    def _truncated(self, ex: Exchange) -> bool:
+        """A prompt count far below our estimate means the node cut the prompt silently."""
+        if ex.prompt_tokens is None or ex.estimated_tokens < 32:
+            return False
+        if ex.prompt_tokens < ex.estimated_tokens * settings.CLAWDBOT_TRUNCATION_RATIO:
+            ex.truncated = True
+            log.warning(
+                "%s: node %s evaluated %d prompt tokens, estimated %d: prompt truncated?",
+                ex.request_id,
+                ex.node,
+                ex.prompt_tokens,
+                ex.estimated_tokens,
+            )
+            return True
+        return False
+
+    async def stream_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
+        request = self.rt.http.build_request(
+            "POST",
+            node.base_url + call.path,
+            content=call.body,
+            headers={"content-type": "application/json"},
+        )
+        try:
+            response = await self.rt.http.send(request, stream=True)
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise Retry(_transport_error(node, exc)) from None
+        try:
+            if response.status_code != 200:
+                raw = await response.aread()
+                error = call.error(response.status_code, raw)
+                if response.status_code >= 500:
+                    raise Retry(error)
+                ex.outcome = "ok"
+                raise error
+            await self._relay(ex, node, response, call.relay())
+        finally:
+            await response.aclose()
+
+    async def _relay(
+        self, ex: Exchange, node: NodeView, response: httpx.Response, relay: StreamRelay
+    ) -> None:
+        chunks = response.aiter_raw()
+        keepalive = settings.CLAWDBOT_KEEPALIVE_S
+        pending: asyncio.Task[bytes] | None = None
+        try:
+            while True:
+                if not ex.content_sent:
+                    # Before the first content byte: keep the client's connection alive
+                    # through a slow prefill, and a failure is still worth another node.
+                    pending = pending or asyncio.ensure_future(chunks.__anext__())
+                    done, _ = await asyncio.wait({pending}, timeout=keepalive)
+                    if not done:
+                        await self.start_stream(ex)
+                        await self.write(b": keep-alive\n\n")
+                        continue
+                    task, pending = pending, None
+                    try:
+                        chunk = task.result()
+                    except StopAsyncIteration:
+                        break
+                    except RETRYABLE_EXCEPTIONS as exc:
+                        raise Retry(_transport_error(node, exc)) from None
+                else:
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                out = relay.feed(chunk)
+                if out:
+                    await self.start_stream(ex)
+                    if not ex.content_sent:
+                        ex.content_sent = True
+                        ex.ttft = time.perf_counter() - ex.started
+                    await self.write(out)
+        except RETRYABLE_EXCEPTIONS as exc:
+            log.warning("%s: %s dropped the stream: %s", ex.request_id, node.name, exc)
+        finally:
+            if pending is not None:
+                pending.cancel()
+        tail = relay.finish()
+        ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
+        failure = relay.failed
+        if failure is not None and not ex.content_sent:
+            raise Retry(failure)
+        await self.start_stream(ex)
+        ex.content_sent = True
+        if failure is not None:
+            ex.status, ex.error, ex.outcome = 502, failure, "fail"
+        else:
+            ex.outcome = "ok"
+        await self.send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _transport_error(node: NodeView, exc: Exception) -> GatewayError:
+    if isinstance(exc, httpx.TimeoutException):
+        return GatewayError(
+            504, f"Node {node.name} timed out.", "server_error", "upstream_timeout", None
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return upstream_unavailable(f"Node {node.name} refused the connection.", 1)
+    return GatewayError(
+        502,
+        f"Node {node.name} failed: {exc.__class__.__name__}.",
+        "server_error",
+        "upstream_error",
+        None,
+    )
+
+
+async def close_exchange(rt: Runtime, ex: Exchange) -> None:
+    """Release the lease and record metrics and the request log: one pipelined round trip."""
+    duration = time.perf_counter() - ex.started
+    token_delta = 0
+    if ex.key is not None and ex.key.tpm_limit:
+        used = (ex.prompt_tokens or 0) + (ex.completion_tokens or 0)
+        token_delta = used - ex.estimated_tokens if used else 0
+    entry: dict[str, Any] = {
+        "request_id": ex.request_id,
+        "ts": ex.wall,
+        "endpoint": ex.endpoint,
+        "key_prefix": ex.key.prefix if ex.key else "",
+        "model": ex.model,
+        "served_model": ex.served_model or ex.model,
+        "node": ex.node,
+        "status": ex.status,
+        "stream": ex.stream,
+        "latency_ms": round(duration * 1000, 3),
+        "ttft_ms": round(ex.ttft * 1000, 3) if ex.ttft is not None else None,
+        "prompt_tokens": ex.prompt_tokens,
+        "completion_tokens": ex.completion_tokens,
+        "attempts": ex.attempts or (1 if ex.node else 0),
+        "error_code": (ex.error.code or ex.error.type) if ex.error else "",
+        "error_message": ex.error.message[:500] if ex.error else "",
+    }
+    lease = ex.lease
+    if lease:
+        rt.leases.pop(lease, None)
+        ex.lease = ""
+    try:
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            if lease:
+                await rt.admission.queue_release(
+                    pipe,
+                    lease=lease,
+                    node=ex.lease_node,
+                    outcome=ex.outcome,
+                    key_id=ex.key.id if ex.key else None,
+                    token_delta=token_delta,
+                    queued=ex.lease_queued,
+                )
+            metrics.record(
+                pipe,
+                model=ex.model,
+                node=ex.node,
+                status=ex.status,
+                duration_s=duration,
+                ttft_s=ex.ttft if ex.status == 200 else None,
+                prompt_tokens=ex.prompt_tokens,
+                completion_tokens=ex.completion_tokens,
+            )
+            logbuffer.append(pipe, entry)
+            await pipe.execute()
+    except Exception as exc:
+        # Redis is down: the lease lapses by itself; the log line goes to the process log.
+        log.warning("could not record %s: %s; %s", ex.request_id, exc, orjson.dumps(entry))

@@ -1,0 +1,26 @@
+"""The routing-config version in Redis: bumped after every committed change to nodes,
+profiles, deployments or keys; gateway processes rebuild their snapshot when it moves."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from django.db import transaction
+
+from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+
+VERSION_KEY = KEY_PREFIX + "routing:version"
+log = logging.getLogger(__name__)
+
+
+def bump_now() -> None:
+    try:
+        sync_client().incr(VERSION_KEY)
+    except redis.RedisError as exc:
+        # The config is committed; gateways pick it up at their next periodic full rebuild.
+        log.warning("could not bump the routing version: %s", exc)
+
+
+def bump_after_commit() -> None:
+    transaction.on_commit(bump_now)

@@ -1,0 +1,25 @@
+"""Routing snapshots must follow every config change, including the admin's plain saves,
+so the version bump hangs off the models' save/delete signals (and nothing else does)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from gateway.models import ApiKey
+from gateway.routing_version import bump_after_commit
+from nodes.models import Deployment, ModelProfile, Node
+
+
+def _changed(**kwargs: Any) -> None:
+    bump_after_commit()
+
+
+def connect() -> None:
+    for model in (Node, ModelProfile, Deployment, ApiKey):
+        post_save.connect(_changed, sender=model, dispatch_uid=f"routing-save-{model.__name__}")
+        post_delete.connect(_changed, sender=model, dispatch_uid=f"routing-del-{model.__name__}")
+    m2m_changed.connect(
+        _changed, sender=ApiKey.allowed_profiles.through, dispatch_uid="routing-key-models"
+    )

@@ -1,0 +1,60 @@
+"""From a parsed body to a routable call: validation, the key's model access, the context
+plan. No I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors import model_not_found
+from gateway.plan import plan_embedding, plan_generation
+from gateway.proxy import Exchange, UpstreamCall
+from gateway.requests import validate_chat, validate_completion, validate_embedding
+from gateway.snapshot import ProfileView, Snapshot
+from gateway.tokens import (
+    estimate_chat_prompt_tokens,
+    estimate_completion_prompt_tokens,
+    estimate_text_tokens,
+)
+from gateway.upstreams.adapters import ChatCall, CompletionCall, EmbeddingCall
+
+GENERATION_ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+
+
+def _profile(snapshot: Snapshot, ex: Exchange, model: str) -> ProfileView:
+    ex.model = model
+    profile = snapshot.profiles.get(model)
+    if profile is None or ex.key is None or not ex.key.may_use(model):
+        # Same answer whether the model is unknown or just not this key's: no probing.
+        raise model_not_found(model)
+    ex.served_model = profile.model_id
+    return profile
+
+
+def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> UpstreamCall:
+    if endpoint == "chat":
+        chat = validate_chat(payload)
+        profile = _profile(snapshot, ex, chat.model)
+        ex.stream = chat.stream
+        prompt = estimate_chat_prompt_tokens(chat.messages, chat.tools)
+        plan = plan_generation(profile, prompt, chat.max_tokens)
+        ex.estimated_tokens = prompt + (chat.max_tokens or 0)
+        return ChatCall(chat, profile, plan)
+    if endpoint == "completions":
+        completion = validate_completion(payload)
+        profile = _profile(snapshot, ex, completion.model)
+        ex.stream = completion.stream
+        prompt = estimate_completion_prompt_tokens(completion.prompt, completion.suffix)
+        plan = plan_generation(profile, prompt, completion.max_tokens, "prompt")
+        ex.estimated_tokens = prompt + (completion.max_tokens or 0)
+        return CompletionCall(completion, profile, plan)
+    embedding = validate_embedding(payload)
+    profile = _profile(snapshot, ex, embedding.model)
+    texts = [embedding.input] if isinstance(embedding.input, str) else embedding.input
+    sizes = [estimate_text_tokens(t) for t in texts]
+    plan_embedding(profile, sum(sizes), max(sizes, default=0))
+    ex.estimated_tokens = sum(sizes)
+    return EmbeddingCall(embedding, profile)

@@ -1,0 +1,334 @@
+"""Binding a validated client request to one node's protocol: the path and body to send,
+how to translate the answer, stream and errors. Ollama nodes get the native API (so num_ctx
+and keep_alive are always set); OpenAI-compatible nodes get the client's body passed through."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.plan import Plan
+from gateway.requests import ChatRequest, CompletionRequest, EmbeddingRequest
+from gateway.snapshot import NodeView, ProfileView
+from gateway.upstreams import ollama, openai
+from nodes.choices import ApiKind
+from nodes.keepalive import keep_alive_wire_value
+
+BAD_LINE = "The node sent a line that is not JSON."
+
+
+class NdjsonRelay:
+    """Ollama's NDJSON stream, split into lines whatever the TCP chunking, through a
+    translator that emits OpenAI SSE events."""
+
+    def __init__(self, translator: ollama.ChatStreamTranslator | ollama.CompletionStreamTranslator):
+        self.translator = translator
+        self._buffer = b""
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return self.translator.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self.translator.completion_tokens
+
+    @property
+    def failed(self) -> GatewayError | None:
+        return self.translator.error
+
+    def _line(self, line: bytes) -> bytes:
+        if not line.strip() or self.translator.finished:
+            return b""
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = {"error": BAD_LINE}
+        if not isinstance(obj, dict):
+            obj = {"error": BAD_LINE}
+        return self.translator.feed(obj)
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._buffer + chunk if self._buffer else chunk
+        if b"\n" not in buf:
+            self._buffer = buf
+            return b""
+        lines = buf.split(b"\n")
+        self._buffer = lines.pop()
+        if len(lines) == 1:
+            return self._line(lines[0])
+        return b"".join([self._line(line) for line in lines])
+
+    def finish(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return self._line(rest) + self.translator.finish()
+
+
+class SseRelayAdapter:
+    def __init__(self, relay: openai.SseRelay) -> None:
+        self.relay = relay
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return self.relay.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self.relay.completion_tokens
+
+    @property
+    def failed(self) -> GatewayError | None:
+        return self.relay.error
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self.relay.feed(chunk)
+
+    def finish(self) -> bytes:
+        return self.relay.finish()
+
+
+def _usage_counts(body: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = body.get("usage") or {}
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
+@dataclass
+class _Ids:
+    completion_id: str
+    created: int
+
+    @classmethod
+    def new(cls, prefix: str) -> _Ids:
+        return cls(prefix + uuid.uuid4().hex, int(time.time()))
+
+
+@dataclass
+class OllamaChatCall:
+    request: ChatRequest
+    profile: ProfileView
+    plan: Plan
+    ids: _Ids
+    path: str = "/api/chat"
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.body = orjson.dumps(
+            ollama.chat_to_ollama(
+                self.request,
+                upstream_model=self.profile.upstream_model,
+                num_ctx=self.profile.context_window,
+                keep_alive=keep_alive_wire_value(self.profile.keep_alive),
+                max_tokens=self.plan.max_tokens,
+            )
+        )
+
+    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
+        answer = ollama.ollama_chat_to_openai(
+            _json(raw),
+            model=self.request.model,
+            completion_id=self.ids.completion_id,
+            created=self.ids.created,
+        )
+        return orjson.dumps(answer), *_usage_counts(answer)
+
+    def relay(self) -> NdjsonRelay:
+        return NdjsonRelay(
+            ollama.ChatStreamTranslator(
+                self.request.model,
+                self.ids.completion_id,
+                self.ids.created,
+                self.request.include_usage,
+            )
+        )
+
+    def error(self, status: int, raw: bytes) -> GatewayError:
+        return ollama.ollama_error(status, raw, model=self.request.model)
+
+
+@dataclass
+class OllamaCompletionCall:
+    request: CompletionRequest
+    profile: ProfileView
+    plan: Plan
+    ids: _Ids
+    path: str = "/api/generate"
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.body = orjson.dumps(
+            ollama.completion_to_ollama(
+                self.request,
+                upstream_model=self.profile.upstream_model,
+                num_ctx=self.profile.context_window,
+                keep_alive=keep_alive_wire_value(self.profile.keep_alive),
+                max_tokens=self.plan.max_tokens,
+            )
+        )
+
+    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
+        answer = ollama.ollama_generate_to_openai(
+            _json(raw),
+            model=self.request.model,
+            completion_id=self.ids.completion_id,
+            created=self.ids.created,
+        )
+        return orjson.dumps(answer), *_usage_counts(answer)
+
+    def relay(self) -> NdjsonRelay:
+        return NdjsonRelay(
+            ollama.CompletionStreamTranslator(
+                self.request.model,
+                self.ids.completion_id,
+                self.ids.created,
+                self.request.include_usage,
+            )
+        )
+
+    def error(self, status: int, raw: bytes) -> GatewayError:
+        return ollama.ollama_error(status, raw, model=self.request.model)
+
+
+@dataclass
+class OllamaEmbeddingCall:
+    request: EmbeddingRequest
+    profile: ProfileView
+    path: str = "/api/embed"
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.body = orjson.dumps(
+            ollama.embedding_to_ollama(
+                self.request,
+                upstream_model=self.profile.upstream_model,
+                keep_alive=keep_alive_wire_value(self.profile.keep_alive),
+                num_ctx=self.profile.context_window,
+            )
+        )
+
+    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
+        answer = ollama.ollama_embed_to_openai(
+            _json(raw),
+            self.request.model,
+            encoding_format=self.request.encoding_format,
+            dimensions=self.request.dimensions,
+        )
+        return orjson.dumps(answer), *_usage_counts(answer)
+
+    def relay(self) -> NdjsonRelay:
+        raise AssertionError("embeddings do not stream")
+
+    def error(self, status: int, raw: bytes) -> GatewayError:
+        return ollama.ollama_error(status, raw, model=self.request.model)
+
+
+@dataclass
+class PassthroughCall:
+    """OpenAI-compatible nodes: the client's body with the upstream model name and clamped
+    max tokens; answers get the client's model id back."""
+
+    path: str
+    model: str
+    upstream_body: dict[str, Any]
+    client_wants_usage: bool
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.body = orjson.dumps(self.upstream_body)
+
+    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
+        try:
+            counts = _usage_counts(orjson.loads(raw))
+        except (orjson.JSONDecodeError, AttributeError):
+            counts = (None, None)
+        return openai.rewrite_response(raw, self.model), *counts
+
+    def relay(self) -> SseRelayAdapter:
+        return SseRelayAdapter(openai.SseRelay(self.model, strip_usage=not self.client_wants_usage))
+
+    def error(self, status: int, raw: bytes) -> GatewayError:
+        return openai.normalise_error(status, raw, model=self.model)
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        # Raised as a 5xx-class failure so the proxy tries another node.
+        raise GatewayError(
+            502, "The node answered with something that is not JSON.", "server_error"
+        )
+    return value
+
+
+@dataclass
+class ChatCall:
+    request: ChatRequest
+    profile: ProfileView
+    plan: Plan
+
+    def for_node(self, node: NodeView) -> OllamaChatCall | PassthroughCall:
+        if node.api_kind == ApiKind.OLLAMA:
+            return OllamaChatCall(self.request, self.profile, self.plan, _Ids.new("chatcmpl-"))
+        return PassthroughCall(
+            "/v1/chat/completions",
+            self.request.model,
+            openai.prepare_body(
+                self.request.raw,
+                upstream_model=self.profile.upstream_model,
+                max_tokens=self.plan.max_tokens if self.plan.clamped else self.request.max_tokens,
+                stream=self.request.stream,
+                force_usage=self.request.stream,
+            ),
+            self.request.include_usage,
+        )
+
+
+@dataclass
+class CompletionCall:
+    request: CompletionRequest
+    profile: ProfileView
+    plan: Plan
+
+    def for_node(self, node: NodeView) -> OllamaCompletionCall | PassthroughCall:
+        if node.api_kind == ApiKind.OLLAMA:
+            return OllamaCompletionCall(self.request, self.profile, self.plan, _Ids.new("cmpl-"))
+        return PassthroughCall(
+            "/v1/completions",
+            self.request.model,
+            openai.prepare_body(
+                self.request.raw,
+                upstream_model=self.profile.upstream_model,
+                max_tokens=self.plan.max_tokens if self.plan.clamped else self.request.max_tokens,
+                stream=self.request.stream,
+                force_usage=self.request.stream,
+            ),
+            self.request.include_usage,
+        )
+
+
+@dataclass
+class EmbeddingCall:
+    request: EmbeddingRequest
+    profile: ProfileView
+
+    def for_node(self, node: NodeView) -> OllamaEmbeddingCall | PassthroughCall:
+        if node.api_kind == ApiKind.OLLAMA:
+            return OllamaEmbeddingCall(self.request, self.profile)
+        return PassthroughCall(
+            "/v1/embeddings",
+            self.request.model,
+            openai.prepare_body(
+                self.request.raw,
+                upstream_model=self.profile.upstream_model,
+                max_tokens=None,
+                stream=False,
+            ),
+            False,
+        )

@@ -111,7 +111,8 @@ class NodeAdmin(admin.ModelAdmin):
             if result.ok:
                 self.message_user(
                     request,
-                    f"Node {node.name}: probe OK in {result.latency_ms:.0f} ms; state {node.state}.",
+                    f"Node {node.name}: probe OK in {result.latency_ms:.0f} ms; "
+                    f"state {node.state}.",
                     messages.SUCCESS,
                 )
             else:

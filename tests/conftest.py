@@ -15,15 +15,16 @@ from gateway.services import CreatedKey, apikey_create
 from nodes.models import Deployment, ModelProfile, Node
 
 if TYPE_CHECKING:
+    from tests.gateways import GatewayProcess
     from tests.simulators import SimProcess
 
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.REDIS_URL)
-    client.flushdb()
+    clean_gateway_state(client)
     yield client
-    client.flushdb()
+    clean_gateway_state(client)
     client.close()
 
 
@@ -102,3 +103,34 @@ def simulator() -> Iterator[Callable[..., SimProcess]]:
     yield start
     for sim in started:
         sim.stop()
+
+
+GATEWAY_KEYS = ("slots:*", "queue:*", "eject:*", "rl:*", "m:*", "requestlog*")
+
+
+def clean_gateway_state(client: redis.Redis) -> None:
+    """Forget shared data-plane state, but never the routing version: gateways compare it
+    with their snapshot, and a version that went backwards could look current."""
+    for pattern in GATEWAY_KEYS:
+        keys = list(client.scan_iter("clawdbot:" + pattern, count=500))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def gateway_process(django_db_setup: None, django_db_blocker: Any) -> Iterator[GatewayProcess]:
+    from tests.gateways import GatewayProcess
+
+    gateway = GatewayProcess()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def gateway(gateway_process: GatewayProcess, transactional_db: None) -> Iterator[GatewayProcess]:
+    """The shared gateway process, with a clean data-plane state in Redis."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    clean_gateway_state(client)
+    yield gateway_process
+    clean_gateway_state(client)
+    client.close()

@@ -120,7 +120,7 @@ def test_onboard_only_named_models_and_unknown_model_error(
 
 
 def test_onboard_rejects_bad_url_with_a_clear_message() -> None:
-    with pytest.raises(CommandError, match="base_url: Enter an http:// or https:// URL."):
+    with pytest.raises(CommandError, match=r"base_url: Enter an http:// or https:// URL"):
         onboard("--name", "g", "--url", "gpu1:11434", "--api", "ollama", "--gpu-type", "A10")
 
 

@@ -220,10 +220,10 @@ class Proxy:
             check_rate=first,
             prefer_gpu=prefer,
         )
-        if first:
-            ex.headers = _rate_headers(key, verdict)
         if verdict.status in ("rate_requests", "rate_tokens"):
             raise rate_limited(key, verdict)
+        if first:
+            ex.headers = _rate_headers(key, verdict)
         if verdict.status == "ejected":
             raise upstream_unavailable(
                 f"Every node serving `{ex.model}` is failing; they are ejected for a cooldown.", 5

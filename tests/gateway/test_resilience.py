@@ -1,0 +1,233 @@
+"""Retries, ejection, admission limits, disconnects and broken streams, against real
+gateway and simulator processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+import redis
+from django.conf import settings
+
+from tests.gateway.world import World, build
+from tests.gateways import GatewayProcess, free_port
+from tests.simulators import SimProcess
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+FAST = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
+
+
+class DeadNode:
+    """A node URL where nothing listens: connections are refused."""
+
+    def __init__(self) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+
+
+def chat(world: World, **extra: object) -> httpx.Response:
+    return httpx.post(
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": HELLO, **extra},
+        timeout=20,
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)  # bounded poll of an observable condition
+    raise AssertionError("condition not reached in time")
+
+
+def slots(node: str) -> int:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    return int(client.zcount(f"clawdbot:slots:{node}", int(time.time() * 1000), "+inf"))
+
+
+def test_refused_connection_is_retried_on_another_node_then_ejected(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # The dead node has the higher weight, so least-expected-wait tries it first.
+    world = build(
+        gateway,
+        {"dead": DeadNode(), "live": simulator(*FAST)},  # type: ignore[dict-item]
+        node_fields={"dead": {"gpu_type": "H200"}, "live": {"gpu_type": "A10"}},
+    )
+    for _ in range(3):
+        response = chat(world)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-clawdbot-node"] == "live"
+        assert response.headers["x-clawdbot-attempts"] == "2"
+    # Three failures in a row eject the dead node: no more wasted attempts.
+    response = chat(world)
+    assert response.status_code == 200
+    assert "x-clawdbot-attempts" not in response.headers
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'clawdbot_node_ejected{node="dead"} 1.0' in metrics
+
+
+def test_5xx_before_the_first_byte_is_retried_and_ejects_the_node(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    broken = simulator(*FAST, "--error-rate", "1.0", "--error-status", "500")
+    world = build(
+        gateway,
+        {"broken": broken, "good": simulator(*FAST)},
+        node_fields={"broken": {"gpu_type": "H200"}, "good": {"gpu_type": "A10"}},
+    )
+    for _ in range(5):
+        assert chat(world).status_code == 200
+    assert broken.stats()["requests_by_path"].get("/api/chat") == 3
+
+
+def test_every_node_failing_gives_an_openai_error_not_a_crash(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    world = build(gateway, {"only": simulator(*FAST, "--error-rate", "1.0")})
+    response = chat(world)
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and "Traceback" not in response.text
+
+
+def test_no_ready_node_is_503_with_retry_after(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    world = build(gateway, {"gpu1": simulator(*FAST)}, node_fields={"gpu1": {"draining": True}})
+    response = chat(world)
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    assert "No node is ready" in response.json()["error"]["message"]
+
+
+async def _start_hung_request(world: World, client: httpx.AsyncClient) -> asyncio.Task[object]:
+    return asyncio.create_task(
+        client.post(
+            world.base_url + "/chat/completions",
+            headers=world.headers(),
+            json={"model": "qwen3-32b", "messages": HELLO},
+        )
+    )
+
+
+async def _poll(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(condition):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_full_queue_is_503_and_a_disconnect_frees_the_slot(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    sim = simulator(*FAST, "--hang")
+    world = await asyncio.to_thread(
+        build, gateway, {"gpu1": sim}, node_fields={"gpu1": {"max_concurrent": 1, "queue_size": 0}}
+    )
+    async with httpx.AsyncClient(timeout=20) as client:
+        hung = await _start_hung_request(world, client)
+        await _poll(lambda: sim.stats()["in_flight"] == 1)
+        assert slots("gpu1") == 1
+        busy = await client.post(
+            world.base_url + "/chat/completions",
+            headers=world.headers(),
+            json={"model": "qwen3-32b", "messages": HELLO},
+        )
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "1"
+        assert "at capacity" in busy.json()["error"]["message"]
+        hung.cancel()  # the client goes away mid-request
+    # The gateway cancels its upstream call and frees the slot at once.
+    await _poll(lambda: slots("gpu1") == 0)
+    await _poll(lambda: sim.stats()["in_flight"] == 0)
+    sim.control(hang=False)
+    assert (await asyncio.to_thread(chat, world)).status_code == 200
+
+
+async def test_queued_request_waits_with_keepalives_then_runs(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    sim = simulator(*FAST, "--hang")
+    world = await asyncio.to_thread(
+        build, gateway, {"gpu1": sim}, node_fields={"gpu1": {"max_concurrent": 1, "queue_size": 1}}
+    )
+    async with httpx.AsyncClient(timeout=20) as client:
+        first = await _start_hung_request(world, client)
+        await _poll(lambda: sim.stats()["in_flight"] == 1)
+        lines: list[str] = []
+
+        async def queued_stream() -> int:
+            async with client.stream(
+                "POST",
+                world.base_url + "/chat/completions",
+                headers=world.headers(),
+                json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
+            ) as response:
+                async for line in response.aiter_lines():
+                    lines.append(line)
+                    if line.startswith(": queued"):
+                        sim.control(hang=False)  # the node frees up; the queue moves
+                return response.status_code
+
+        second = asyncio.create_task(queued_stream())
+        await _poll(lambda: any(line.startswith(": queued") for line in lines))
+        third = await client.post(
+            world.base_url + "/chat/completions",
+            headers=world.headers(),
+            json={"model": "qwen3-32b", "messages": HELLO},
+        )
+        assert third.status_code in (200, 503)  # 503 while the queue is full, 200 once it moved
+        assert await second == 200
+        assert [line for line in lines if line][-1] == "data: [DONE]"
+        assert (await first).status_code == 200  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ["error", "abrupt"])
+def test_mid_stream_drop_ends_with_an_error_event(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess], mode: str
+) -> None:
+    sim = simulator(*FAST, "--drop-mid-stream-after", "3", "--drop-mode", mode)
+    world = build(gateway, {"gpu1": sim})
+    client = openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0)
+    stream = client.chat.completions.create(model="qwen3-32b", messages=HELLO, stream=True)
+    received = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            received.append(chunk)
+    assert len(received) >= 3, "content before the drop reached the client"
+    assert info.value.type == "server_error"
+
+
+def test_queue_timeout_is_503(
+    gateway_process: GatewayProcess,
+    transactional_db: None,
+    simulator: Callable[..., SimProcess],
+) -> None:
+    sim = simulator(*FAST, "--hang")
+    world = build(
+        gateway_process, {"gpu1": sim}, node_fields={"gpu1": {"max_concurrent": 1, "queue_size": 4}}
+    )
+
+    async def scenario() -> tuple[int, str]:
+        async with httpx.AsyncClient(timeout=20) as client:
+            hung = await _start_hung_request(world, client)
+            await _poll(lambda: sim.stats()["in_flight"] == 1)
+            waited = await client.post(
+                world.base_url + "/chat/completions",
+                headers=world.headers(),
+                json={"model": "qwen3-32b", "messages": HELLO},
+            )
+            hung.cancel()
+            return waited.status_code, waited.json()["error"]["message"]
+
+    status, message = asyncio.run(scenario())
+    assert status == 503 and "Timed out after 3 s waiting" in message

@@ -35,7 +35,7 @@ else
 endif
 
 bench: $(STAMP)
-	@echo "make bench: the data-plane benchmark arrives with the data-plane issue (#3)."
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

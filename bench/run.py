@@ -1,0 +1,280 @@
+"""`make bench`: the data plane against a zero-latency simulator, beside the simulator
+measured directly in the same run. Everything on: auth, rate limits, metrics, request logs.
+
+Reports non-streaming throughput at 16 connections (wrk when installed, else an aiohttp
+client), added p50/p99 latency at 1 connection, streaming chunks/s with 8 clients (Ollama
+upstream translated to SSE, 20 chunks per answer), added time to first token, and the
+gateway's peak RSS. Figures are ratios against the simulator, measured in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+DURATION_S = float(os.environ.get("BENCH_SECONDS", "10"))
+CHAT = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Hello there"}],
+    "max_tokens": 20,
+}
+NATIVE = {
+    "model": "qwen3:32b",
+    "messages": [{"role": "user", "content": "Hello there"}],
+    "stream": False,
+    "options": {"num_ctx": 8192, "num_predict": 20},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wrk_rps(url: str, body: dict[str, Any], headers: dict[str, str], connections: int) -> float:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write("\n".join(lines) + "\n")
+    script.close()
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{DURATION_S:g}s",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    non_2xx = [ln for ln in out.splitlines() if "Non-2xx" in ln]
+    if non_2xx:
+        raise RuntimeError(f"wrk saw errors against {url}: {non_2xx}")
+    return float(next(ln for ln in out.splitlines() if ln.startswith("Requests/sec")).split()[1])
+
+
+async def aio_rps(
+    url: str, body: dict[str, Any], headers: dict[str, str], connections: int
+) -> float:
+    done = 0
+    deadline = time.perf_counter() + DURATION_S
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with session.post(url, json=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return done / (time.perf_counter() - started)
+
+
+async def latencies(url: str, body: dict[str, Any], headers: dict[str, str], n: int) -> list[float]:
+    out = []
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for i in range(n + 50):
+            started = time.perf_counter()
+            async with session.post(url, json=body) as response:
+                await response.read()
+            if i >= 50:  # warm-up
+                out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+async def stream_load(
+    url: str, body: dict[str, Any], headers: dict[str, str], clients: int, marker: bytes
+) -> tuple[float, list[float]]:
+    """(chunks/s, time-to-first-chunk samples in ms) with `clients` concurrent streams."""
+    chunks = 0
+    ttfts: list[float] = []
+    deadline = time.perf_counter() + DURATION_S
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def worker() -> None:
+            nonlocal chunks
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                first = True
+                async with session.post(url, json=body) as response:
+                    buffer = b""
+                    async for data in response.content.iter_any():
+                        buffer += data
+                        count = buffer.count(marker)
+                        if count:
+                            if first:
+                                ttfts.append((time.perf_counter() - started) * 1000)
+                                first = False
+                            chunks += count
+                            buffer = buffer[buffer.rfind(marker) + len(marker) :]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return chunks / (time.perf_counter() - started), ttfts
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="clawdbot-bench-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
+        "CLAWDBOT_VAR_DIR": str(work),
+        "CLAWDBOT_LOG_LEVEL": "WARNING",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    from clawdbot_site import embedded_redis
+
+    redis_proc = None
+    if not os.environ.get("REDIS_URL"):
+        redis_proc = embedded_redis.start(work / "redis.sock")
+        env["REDIS_URL"] = f"unix://{work / 'redis.sock'}"
+    try:
+        sim_port, gw_port = free_port(), free_port()
+        start(PY, "-m", "nodes.simulator", "--port", str(sim_port), "--zero-latency",
+              "--model", "qwen3:32b", "--answer-tokens", "20", "--parallel", "64",
+              "--max-queue", "1024")  # fmt: skip
+        sim = f"http://127.0.0.1:{sim_port}"
+        wait_http(sim + "/")
+        manage = [PY, "manage.py"]
+        subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [*manage, "onboard", "--name", "sim", "--url", sim, "--api", "ollama",
+             "--gpu-type", "A100", "--max-concurrent", "64", "--queue-size", "256",
+             "--context-window", "8192"],
+            cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        subprocess.run(
+            [PY, "-c", "import django,os;os.environ.setdefault('DJANGO_SETTINGS_MODULE',"
+             "'clawdbot_site.settings');django.setup();from nodes.models import ModelProfile;"
+             "ModelProfile.objects.filter(model_id='qwen3:32b').update(model_id='bench')"],
+            cwd=ROOT, env=env, check=True,
+        )  # fmt: skip
+        key = (
+            subprocess.run(
+                [*manage, "apikey", "create", "--name", "bench", "--rpm", "10000000",
+                 "--tpm", "1000000000"],
+                cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+            ).stdout.strip().splitlines()[-1]
+        )  # fmt: skip
+        gateway = start(PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(gw_port),
+                        "--access-log", os.devnull, "clawdbot_site.asgi:application")  # fmt: skip
+        gw = f"http://127.0.0.1:{gw_port}"
+        wait_http(gw + "/healthz")
+        auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        plain = {"Content-Type": "application/json"}
+        gw_chat, sim_chat = gw + "/v1/chat/completions", sim + "/api/chat"
+        asyncio.run(latencies(gw_chat, CHAT, auth, 50))  # warm the gateway
+
+        use_wrk = shutil.which("wrk") is not None
+        tool = "wrk -t2 -c16" if use_wrk else "aiohttp client, 16 connections"
+
+        def rps(url: str, body: dict[str, Any], headers: dict[str, str]) -> float:
+            if use_wrk:
+                return wrk_rps(url, body, headers, 16)
+            return asyncio.run(aio_rps(url, body, headers, 16))
+
+        direct_rps = rps(sim_chat, NATIVE, plain)
+        gateway_rps = rps(gw_chat, CHAT, auth)
+        direct_lat = asyncio.run(latencies(sim_chat, NATIVE, plain, 500))
+        gateway_lat = asyncio.run(latencies(gw_chat, CHAT, auth, 500))
+        stream_body = {**CHAT, "stream": True}
+        native_stream = {**NATIVE, "stream": True}
+        direct_cps, direct_ttft = asyncio.run(stream_load(sim_chat, native_stream, plain, 8, b"\n"))
+        gateway_cps, gateway_ttft = asyncio.run(stream_load(gw_chat, stream_body, auth, 8, b"\n\n"))
+        rss = peak_rss_mb(gateway.pid)
+        # Every answer is 20 content events + role + finish + [DONE]: count content chunks alike.
+        gateway_content_cps = gateway_cps * 20 / 23
+        direct_content_cps = direct_cps * 20 / 21  # 20 tokens + the done line
+        p50_added = pct(gateway_lat, 50) - pct(direct_lat, 50)
+        p99_added = pct(gateway_lat, 99) - pct(direct_lat, 99)
+        ttft_added = statistics.median(gateway_ttft) - statistics.median(direct_ttft)
+        rows = [
+            ("non-stream req/s, 16 conns", f"{direct_rps:,.0f}", f"{gateway_rps:,.0f}",
+             f"{gateway_rps / direct_rps:.2f}", ">= 900"),
+            ("p50 latency ms, 1 conn", f"{pct(direct_lat, 50):.2f}", f"{pct(gateway_lat, 50):.2f}",
+             f"+{p50_added:.2f} ms", "<= +1 ms"),
+            ("p99 latency ms, 1 conn", f"{pct(direct_lat, 99):.2f}", f"{pct(gateway_lat, 99):.2f}",
+             f"+{p99_added:.2f} ms", ""),
+            ("stream chunks/s, 8 clients", f"{direct_content_cps:,.0f}",
+             f"{gateway_content_cps:,.0f}", f"{gateway_content_cps / direct_content_cps:.2f}",
+             ">= 16,000"),
+            ("stream TTFT ms (median)", f"{statistics.median(direct_ttft):.2f}",
+             f"{statistics.median(gateway_ttft):.2f}", f"+{ttft_added:.2f} ms", ""),
+            ("gateway peak RSS MB", "", f"{rss:.0f}", "", "<= 130"),
+        ]  # fmt: skip
+        print(f"\nClawdbot data-plane benchmark ({DURATION_S:g} s per run; load: {tool})")
+        print(f"{'measure':<28} {'simulator':>11} {'gateway':>11} {'ratio/added':>12}  target")
+        for name, direct, via, ratio, target in rows:
+            print(f"{name:<28} {direct:>11} {via:>11} {ratio:>12}  {target}")
+        return 0
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if redis_proc is not None:
+            embedded_redis.stop(redis_proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -253,6 +253,11 @@ class Admission:
         )
         return Verdict(status, node_name, int(retry), int(rem_r), int(rem_t))
 
+    async def load(self) -> None:
+        """Load the scripts into Redis now, so pipelines can EVALSHA them."""
+        for script in (self._admit, self._release, self._renew):
+            await script.registered_client.script_load(script.script)
+
     def _release_args(
         self,
         lease: str,
@@ -291,7 +296,7 @@ class Admission:
         args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
         return int(await self._release(keys=[KEY_PREFIX], args=args))
 
-    async def queue_release(
+    def queue_release(
         self,
         pipe: Any,
         *,
@@ -302,9 +307,13 @@ class Admission:
         token_delta: int = 0,
         queued: bool = False,
     ) -> None:
-        """The same release, queued on a pipeline that carries the request's other writes."""
+        """The same release, queued on a pipeline that carries the request's other writes.
+
+        Plain EVALSHA: a Script object on a pipeline makes redis-py send SCRIPT EXISTS first,
+        a whole extra round trip per request. If Redis lost the script (restart), the pipeline
+        raises NoScriptError and the caller falls back to `release`, which reloads it."""
         args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
-        await self._release(keys=[KEY_PREFIX], args=args, client=pipe)
+        pipe.evalsha(self._release.sha, 1, KEY_PREFIX, *args)
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
         """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from gateway import logbuffer, metrics
 from gateway.admission import Verdict
@@ -460,18 +461,18 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
     if lease:
         rt.leases.pop(lease, None)
         ex.lease = ""
+    release = {
+        "lease": lease,
+        "node": ex.lease_node,
+        "outcome": ex.outcome,
+        "key_id": ex.key.id if ex.key else None,
+        "token_delta": token_delta,
+        "queued": ex.lease_queued,
+    }
     try:
         async with rt.redis.pipeline(transaction=False) as pipe:
             if lease:
-                await rt.admission.queue_release(
-                    pipe,
-                    lease=lease,
-                    node=ex.lease_node,
-                    outcome=ex.outcome,
-                    key_id=ex.key.id if ex.key else None,
-                    token_delta=token_delta,
-                    queued=ex.lease_queued,
-                )
+                rt.admission.queue_release(pipe, **release)
             metrics.record(
                 pipe,
                 model=ex.model,
@@ -484,6 +485,9 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
             )
             logbuffer.append(pipe, entry)
             await pipe.execute()
+    except NoScriptError:
+        # Redis restarted and forgot the script; everything else in the pipeline ran.
+        await rt.admission.release(**release)  # type: ignore[arg-type]
     except Exception as exc:
         # Redis is down: the lease lapses by itself; the log line goes to the process log.
         log.warning("could not record %s: %s; %s", ex.request_id, exc, orjson.dumps(entry))

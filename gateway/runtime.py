@@ -89,9 +89,12 @@ async def get_runtime() -> Runtime:
                 base_cooldown_ms=int(settings.CLAWDBOT_EJECT_COOLDOWN_S * 1000),
                 max_cooldown_ms=int(settings.CLAWDBOT_EJECT_MAX_COOLDOWN_S * 1000),
             )
-            runtime = Runtime(
-                redis=client, http=http, admission=Admission(client, policy), snapshot=snapshot
-            )
+            admission = Admission(client, policy)
+            try:
+                await admission.load()
+            except Exception as exc:  # Redis down: requests will say so; scripts load later
+                log.warning("could not load admission scripts: %s", exc)
+            runtime = Runtime(redis=client, http=http, admission=admission, snapshot=snapshot)
             runtime.tasks.append(asyncio.create_task(_refresh_forever(runtime)))
             runtime.tasks.append(asyncio.create_task(_renew_forever(runtime)))
             _runtime = runtime

@@ -144,6 +144,9 @@ end
 return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t)}
 """
 
+# Releasing a request's lease, feeding passive ejection, and recording its metrics and log
+# entry: everything a finished request writes, in one script call (one round trip, and one
+# command for redis-py to encode instead of a dozen).
 RELEASE = r"""
 local p = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -156,30 +159,49 @@ local cap = tonumber(ARGV[7])
 local keyid = ARGV[8]
 local token_delta = tonumber(ARGV[9])
 local queued = ARGV[10] == '1'
-if queued then
-  redis.call('ZREM', p .. 'queue:' .. node, lease)
-else
-  redis.call('ZREM', p .. 'slots:' .. node, lease)
+local cooldown = 0
+if lease ~= '' then
+  if queued then
+    redis.call('ZREM', p .. 'queue:' .. node, lease)
+  else
+    redis.call('ZREM', p .. 'slots:' .. node, lease)
+  end
+  local ek = p .. 'eject:' .. node
+  if outcome == 'ok' then
+    if redis.call('EXISTS', ek) == 1 then redis.call('HSET', ek, 'fails', 0, 'count', 0) end
+  elseif outcome == 'fail' then
+    local fails = redis.call('HINCRBY', ek, 'fails', 1)
+    redis.call('PEXPIRE', ek, 3600000)
+    if fails >= eject_after then
+      local count = redis.call('HINCRBY', ek, 'count', 1)
+      cooldown = math.min(base * 2 ^ (count - 1), cap)
+      redis.call('HSET', ek, 'until', now + cooldown, 'fails', 0)
+    end
+  end
 end
 if token_delta ~= 0 and keyid ~= '' then
   local k = p .. 'rl:t:' .. keyid .. ':' .. math.floor(now / 60000)
   redis.call('INCRBY', k, token_delta)
   redis.call('PEXPIRE', k, 130000)
 end
-local ek = p .. 'eject:' .. node
-if outcome == 'ok' then
-  redis.call('HSET', ek, 'fails', 0, 'count', 0)
-elseif outcome == 'fail' then
-  local fails = redis.call('HINCRBY', ek, 'fails', 1)
-  redis.call('PEXPIRE', ek, 3600000)
-  if fails >= eject_after then
-    local count = redis.call('HINCRBY', ek, 'count', 1)
-    local cooldown = math.min(base * 2 ^ (count - 1), cap)
-    redis.call('HSET', ek, 'until', now + cooldown, 'fails', 0)
-    return cooldown
+-- ARGV[11..]: metrics and the log entry (absent for a release between retry attempts).
+if #ARGV > 10 then
+  local model, label = ARGV[11], ARGV[12]
+  redis.call('HINCRBY', p .. 'm:requests', label, 1)
+  redis.call('SADD', p .. 'm:models', model)
+  if ARGV[13] ~= '' then
+    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[13], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[14])
   end
+  if ARGV[15] ~= '' then
+    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[15], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[16])
+  end
+  if ARGV[17] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[19], ARGV[17]) end
+  if ARGV[18] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[20], ARGV[18]) end
+  redis.call('RPUSH', p .. 'requestlog', ARGV[21])
 end
-return 0
+return cooldown
 """
 
 RENEW = r"""
@@ -296,24 +318,20 @@ class Admission:
         args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
         return int(await self._release(keys=[KEY_PREFIX], args=args))
 
-    def queue_release(
+    async def close(
         self,
-        pipe: Any,
         *,
         lease: str,
         node: str,
         outcome: str,
-        key_id: int | None = None,
-        token_delta: int = 0,
-        queued: bool = False,
-    ) -> None:
-        """The same release, queued on a pipeline that carries the request's other writes.
-
-        Plain EVALSHA: a Script object on a pipeline makes redis-py send SCRIPT EXISTS first,
-        a whole extra round trip per request. If Redis lost the script (restart), the pipeline
-        raises NoScriptError and the caller falls back to `release`, which reloads it."""
+        key_id: int | None,
+        token_delta: int,
+        queued: bool,
+        record: list[Any],
+    ) -> int:
+        """Release (when a lease is held) and record a finished request: see RELEASE."""
         args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
-        pipe.evalsha(self._release.sha, 1, KEY_PREFIX, *args)
+        return int(await self._release(keys=[KEY_PREFIX], args=args + record))
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
         """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs."""

@@ -1,4 +1,5 @@
-"""Request logs: appended to a Redis list on the request path (in the closing pipeline),
+"""Request logs: appended to a Redis list when a request ends (by the RELEASE script in
+gateway.admission, with the request's metrics),
 bulk-inserted by a Celery task. Entries leave Redis only after the insert committed, so a
 database outage delays logs instead of losing them."""
 
@@ -30,10 +31,6 @@ FIELDS = (
     "error_code",
     "error_message",
 )
-
-
-def append(pipe: Any, entry: dict[str, Any]) -> None:
-    pipe.rpush(BUFFER, orjson.dumps(entry))
 
 
 def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:

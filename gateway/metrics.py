@@ -30,8 +30,7 @@ def bucket_field(seconds: float) -> str:
     return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
 
 
-def record(
-    pipe: Any,
+def record_args(
     *,
     model: str,
     node: str,
@@ -40,21 +39,23 @@ def record(
     ttft_s: float | None,
     prompt_tokens: int | None,
     completion_tokens: int | None,
-) -> None:
-    """Queue the request's metric updates on a Redis pipeline (no round trip of its own)."""
+    log_entry: bytes,
+) -> list[Any]:
+    """The metric and log arguments of the RELEASE script (gateway.admission), in its order."""
     model = model or "-"
-    pipe.hincrby(REQUESTS, f"{model}{SEP}{node or '-'}{SEP}{status}", 1)
-    pipe.sadd(MODELS, model)
-    for kind, value in (("duration", duration_s), ("ttft", ttft_s)):
-        if value is None:
-            continue
-        key = HISTOGRAMS[kind] + model
-        pipe.hincrby(key, bucket_field(value), 1)
-        pipe.hincrbyfloat(key, "sum", value)
-    if prompt_tokens:
-        pipe.hincrby(TOKENS, f"{model}{SEP}prompt", prompt_tokens)
-    if completion_tokens:
-        pipe.hincrby(TOKENS, f"{model}{SEP}completion", completion_tokens)
+    return [
+        model,
+        f"{model}{SEP}{node or '-'}{SEP}{status}",
+        bucket_field(duration_s),
+        repr(duration_s),
+        bucket_field(ttft_s) if ttft_s is not None else "",
+        repr(ttft_s) if ttft_s is not None else "0",
+        prompt_tokens or 0,
+        completion_tokens or 0,
+        f"{model}{SEP}prompt",
+        f"{model}{SEP}completion",
+        log_entry,
+    ]
 
 
 def _histogram(name: str, doc: str, rows: dict[str, dict[bytes, bytes]]) -> HistogramMetricFamily:

@@ -16,9 +16,8 @@ from typing import Any, Protocol
 import httpx
 import orjson
 from django.conf import settings
-from redis.exceptions import NoScriptError
 
-from gateway import logbuffer, metrics
+from gateway import metrics
 from gateway.admission import Verdict
 from gateway.errors import GatewayError, upstream_unavailable
 from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
@@ -292,14 +291,13 @@ class Proxy:
 
     async def call_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
         try:
-            response = await self.rt.http.post(
-                node.base_url + call.path,
-                content=call.body,
-                headers={"content-type": "application/json"},
-            )
+            response = await self.rt.http.post(node.base_url + call.path, call.body)
+            try:
+                raw = await response.aread()
+            finally:
+                await response.aclose()
         except RETRYABLE_EXCEPTIONS as exc:
             raise Retry(_transport_error(node, exc)) from None
-        raw = response.content
         if response.status_code != 200:
             error = call.error(response.status_code, raw)
             if response.status_code >= 500:
@@ -339,14 +337,8 @@ class Proxy:
         return False
 
     async def stream_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
-        request = self.rt.http.build_request(
-            "POST",
-            node.base_url + call.path,
-            content=call.body,
-            headers={"content-type": "application/json"},
-        )
         try:
-            response = await self.rt.http.send(request, stream=True)
+            response = await self.rt.http.post(node.base_url + call.path, call.body)
         except RETRYABLE_EXCEPTIONS as exc:
             raise Retry(_transport_error(node, exc)) from None
         try:
@@ -364,7 +356,7 @@ class Proxy:
     async def _relay(
         self, ex: Exchange, node: NodeView, response: httpx.Response, relay: StreamRelay
     ) -> None:
-        chunks = response.aiter_raw()
+        chunks = response.stream.__aiter__()  # type: ignore[union-attr]
         keepalive = settings.CLAWDBOT_KEEPALIVE_S
         pending: asyncio.Task[bytes] | None = None
         try:
@@ -461,20 +453,15 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
     if lease:
         rt.leases.pop(lease, None)
         ex.lease = ""
-    release = {
-        "lease": lease,
-        "node": ex.lease_node,
-        "outcome": ex.outcome,
-        "key_id": ex.key.id if ex.key else None,
-        "token_delta": token_delta,
-        "queued": ex.lease_queued,
-    }
     try:
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            if lease:
-                rt.admission.queue_release(pipe, **release)
-            metrics.record(
-                pipe,
+        await rt.admission.close(
+            lease=lease,
+            node=ex.lease_node,
+            outcome=ex.outcome,
+            key_id=ex.key.id if ex.key else None,
+            token_delta=token_delta,
+            queued=ex.lease_queued,
+            record=metrics.record_args(
                 model=ex.model,
                 node=ex.node,
                 status=ex.status,
@@ -482,12 +469,9 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
                 ttft_s=ex.ttft if ex.status == 200 else None,
                 prompt_tokens=ex.prompt_tokens,
                 completion_tokens=ex.completion_tokens,
-            )
-            logbuffer.append(pipe, entry)
-            await pipe.execute()
-    except NoScriptError:
-        # Redis restarted and forgot the script; everything else in the pipeline ran.
-        await rt.admission.release(**release)  # type: ignore[arg-type]
+                log_entry=orjson.dumps(entry),
+            ),
+        )
     except Exception as exc:
         # Redis is down: the lease lapses by itself; the log line goes to the process log.
         log.warning("could not record %s: %s; %s", ex.request_id, exc, orjson.dumps(entry))

@@ -10,16 +10,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import httpx
 import redis.asyncio as aredis
 from django.conf import settings
 from django.db import close_old_connections, connection
-from httpx_aiohttp import AiohttpTransport
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
 from gateway.routing_version import VERSION_KEY
 from gateway.snapshot import Snapshot, build_snapshot
+from gateway.upstream_client import UpstreamClient
 
 log = logging.getLogger(__name__)
 REFRESH_INTERVAL_S = 0.25  # a config or state change reaches routing within this (+ build time)
@@ -30,7 +29,7 @@ RENEW_INTERVAL_S = 10.0
 @dataclass
 class Runtime:
     redis: aredis.Redis
-    http: httpx.AsyncClient
+    http: UpstreamClient
     admission: Admission
     snapshot: Snapshot
     leases: dict[str, str] = field(default_factory=dict)  # lease id → "slots:node"/"queue:node"
@@ -75,14 +74,9 @@ async def get_runtime() -> Runtime:
             except Exception:  # Redis down at start: serve what the database says
                 version = -1
             snapshot = await _load(version)
-            http = httpx.AsyncClient(
-                transport=AiohttpTransport(
-                    limits=httpx.Limits(max_connections=1000, keepalive_expiry=30)
-                ),
-                timeout=httpx.Timeout(
-                    settings.CLAWDBOT_READ_TIMEOUT_S,
-                    connect=settings.CLAWDBOT_CONNECT_TIMEOUT_S,
-                ),
+            http = UpstreamClient(
+                connect_s=settings.CLAWDBOT_CONNECT_TIMEOUT_S,
+                read_s=settings.CLAWDBOT_READ_TIMEOUT_S,
             )
             policy = EjectionPolicy(
                 after_failures=settings.CLAWDBOT_EJECT_AFTER,

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -440,9 +441,16 @@ class SimState:
         self.request_seq += 1
         # Headers are kept as aiohttp's immutable proxy and only copied when someone asks.
         self.requests.append(
-            (self.request_seq, time.time(), request.method, request.path, request.query_string,
-             request.headers, body)
-        )  # fmt: skip
+            (
+                self.request_seq,
+                time.time(),
+                request.method,
+                request.path,
+                request.query_string,
+                request.headers,
+                body,
+            )
+        )
 
     def recorded(self, limit: int) -> list[dict[str, Any]]:
         items = list(self.requests)[-limit:] if limit else []
@@ -755,18 +763,15 @@ async def ollama_ps(request: web.Request) -> web.Response:
     return _json({"models": models})
 
 
+@dataclass(slots=True)
 class _OllamaOptions:
     """The parts of an Ollama request shared by chat, generate and embed."""
 
-    __slots__ = ("keep_alive_s", "name", "num_ctx", "options", "requested")
-
-    def __init__(self, name: str, requested: str, options: dict[str, Any], keep_alive_s: float,
-                 num_ctx: int) -> None:  # fmt: skip
-        self.name = name
-        self.requested = requested
-        self.options = options
-        self.keep_alive_s = keep_alive_s
-        self.num_ctx = num_ctx
+    name: str
+    requested: str
+    options: dict[str, Any]
+    keep_alive_s: float
+    num_ctx: int
 
 
 def _ollama_common(state: SimState, body: dict[str, Any]) -> _OllamaOptions | web.Response:
@@ -1223,11 +1228,17 @@ async def vllm_metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     lines: list[str] = []
     gauges = (
-        ("vllm:num_requests_running", "Number of requests in model execution batches.",
-         state.running_by_model),
-        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
-         state.waiting_by_model),
-    )  # fmt: skip
+        (
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            state.running_by_model,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            state.waiting_by_model,
+        ),
+    )
     for metric, help_text, values in gauges:
         lines.append(f"# HELP {metric} {help_text}")
         lines.append(f"# TYPE {metric} gauge")
@@ -1239,11 +1250,17 @@ async def vllm_metrics(request: web.Request) -> web.Response:
     lines.append("# TYPE vllm:kv_cache_usage_perc gauge")
     lines.extend(f'vllm:kv_cache_usage_perc{{model_name="{name}"}} {usage}' for name in state.cards)
     counters = (
-        ("vllm:prompt_tokens_total", "Number of prefill tokens processed.",
-         state.prompt_tokens_total),
-        ("vllm:generation_tokens_total", "Number of generation tokens processed.",
-         state.generated_tokens_total),
-    )  # fmt: skip
+        (
+            "vllm:prompt_tokens_total",
+            "Number of prefill tokens processed.",
+            state.prompt_tokens_total,
+        ),
+        (
+            "vllm:generation_tokens_total",
+            "Number of generation tokens processed.",
+            state.generated_tokens_total,
+        ),
+    )
     for metric, help_text, total in counters:
         lines.append(f"# HELP {metric} {help_text}")
         lines.append(f"# TYPE {metric} counter")
@@ -1251,16 +1268,15 @@ async def vllm_metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 
+@dataclass(slots=True)
 class _OpenAIRequest:
-    __slots__ = ("include_usage", "max_tokens", "name", "prompt_tokens", "stream")
+    """The validated parts of an OpenAI-shaped generation request."""
 
-    def __init__(self, name: str, prompt_tokens: int, max_tokens: int | None, stream: bool,
-                 include_usage: bool) -> None:  # fmt: skip
-        self.name = name
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.stream = stream
-        self.include_usage = include_usage
+    name: str
+    prompt_tokens: int
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
 
 
 def _openai_common(
@@ -1496,8 +1512,12 @@ def _vllm_deltas(plan: AnswerPlan, shape: str) -> list[tuple[dict[str, Any], int
     call = plan.tool_call
     if call is not None:
         arguments = orjson.dumps(call.arguments).decode()
-        head = {"index": 0, "id": call.id, "type": "function",
-                "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+        head = {
+            "index": 0,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
         deltas.append(({"tool_calls": [head]}, 1))
         tail = {"index": 0, "function": {"arguments": arguments}}
         deltas.append(({"tool_calls": [tail]}, max(plan.tool_tokens - 1, 0)))
@@ -1517,8 +1537,10 @@ async def _vllm_stream(
     await response.prepare(request)
     created = int(time.time())
     if shape == "chat":
-        base: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex}",
-                                "object": "chat.completion.chunk"}  # fmt: skip
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+        }
     else:
         base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion"}
     base["created"] = created
@@ -1528,8 +1550,12 @@ async def _vllm_stream(
         if shape == "chat":
             choice = {"index": 0, "delta": payload, "logprobs": None, "finish_reason": finish}
         else:
-            choice = {"index": 0, "text": payload.get("text", ""), "logprobs": None,
-                      "finish_reason": finish}  # fmt: skip
+            choice = {
+                "index": 0,
+                "text": payload.get("text", ""),
+                "logprobs": None,
+                "finish_reason": finish,
+            }
         data = {**base, "choices": [choice]}
         if common.include_usage:
             data["usage"] = None

@@ -54,7 +54,8 @@ def test_requests_per_minute_hold_across_two_gateway_processes(
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # Sliding window over two fixed minutes: the wait can reach into the next minute.
+    assert 1 <= int(refused.headers["retry-after"]) <= 120
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=world.key, max_retries=0)
     with pytest.raises(openai.RateLimitError):

@@ -283,9 +283,8 @@ def test_long_prompt_is_truncated_silently(ollama: SimProcess) -> None:
     (loaded,) = httpx.get(f"{ollama.url}/api/ps").json()["models"]
     assert loaded["context_length"] == 1024
     for flag in ("truncate", "shift"):
-        refused = chat(ollama, stream=False, messages=messages, options={"num_ctx": 1024}, **{
-            flag: False
-        })  # fmt: skip
+        strict = {flag: False}
+        refused = chat(ollama, stream=False, messages=messages, options={"num_ctx": 1024}, **strict)
         assert refused.status_code == 400
         assert refused.json()["error"].startswith(
             "the prompt is longer than the context length currently available to the model"

@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from clawdbot_site.redis_client import KEY_PREFIX
+from gateway.resp import RespClient
 from gateway.snapshot import Route
 
 LEASE_TTL_MS = 30_000
@@ -231,7 +232,11 @@ class EjectionPolicy:
 
 
 class Admission:
-    def __init__(self, client: aredis.Redis, policy: EjectionPolicy | None = None) -> None:
+    def __init__(
+        self, client: aredis.Redis, resp: RespClient, policy: EjectionPolicy | None = None
+    ) -> None:
+        # The two per-request calls go through the lean client; redis-py serves the rest.
+        self._resp = resp
         self._admit = client.register_script(ADMIT)
         self._release = client.register_script(RELEASE)
         self._renew = client.register_script(RENEW)
@@ -269,7 +274,7 @@ class Admission:
         for route in candidates:
             node = route.node
             args += [node.name, node.max_concurrent, node.queue_size, route.weight, node.gpu_type]
-        raw = await self._admit(keys=[KEY_PREFIX], args=args)
+        raw = await self._resp.evalsha(self._admit.sha, ADMIT, [KEY_PREFIX], args)
         status, node_name, retry, rem_r, rem_t = (
             v.decode() if isinstance(v, bytes) else str(v) for v in raw
         )
@@ -331,7 +336,9 @@ class Admission:
     ) -> int:
         """Release (when a lease is held) and record a finished request: see RELEASE."""
         args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
-        return int(await self._release(keys=[KEY_PREFIX], args=args + record))
+        return int(
+            await self._resp.evalsha(self._release.sha, RELEASE, [KEY_PREFIX], args + record)
+        )
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
         """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs."""

@@ -8,6 +8,7 @@ import hmac
 import secrets
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 
 KEY_SCHEME = "ck"
 PREFIX_LENGTH = 8
@@ -40,10 +41,14 @@ def parse_key(raw: str) -> ParsedKey | None:
     return ParsedKey(prefix=prefix, secret=secret)
 
 
+@lru_cache(maxsize=4)
+def _hmac_key(pepper: str) -> bytes:
+    return hashlib.sha256(b"clawdbot.apikey:" + pepper.encode()).digest()
+
+
 def hash_key(raw: str, pepper: str) -> str:
     """HMAC-SHA256 of the full key, keyed by a value derived from the site secret."""
-    key = hashlib.sha256(b"clawdbot.apikey:" + pepper.encode()).digest()
-    return hmac.new(key, raw.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_hmac_key(pepper), raw.encode(), hashlib.sha256).hexdigest()
 
 
 def digest_matches(raw: str, digest: str, pepper: str) -> bool:

@@ -8,19 +8,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import orjson
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from gateway import metrics
 from gateway.admission import Verdict
 from gateway.errors import GatewayError, upstream_unavailable
 from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
+from gateway.resp import RespError
 from gateway.runtime import Runtime
 from gateway.snapshot import KeyView, NodeView, Route
 
@@ -66,7 +68,7 @@ class Exchange:
     endpoint: str
     started: float = field(default_factory=time.perf_counter)
     wall: float = field(default_factory=time.time)
-    request_id: str = field(default_factory=lambda: "req-" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: "req-" + os.urandom(12).hex())
     key: KeyView | None = None
     model: str = ""
     served_model: str = ""
@@ -208,9 +210,8 @@ class Proxy:
     ) -> NodeView:
         key = ex.key
         assert key is not None
-        admission = self.rt.admission
-        lease = uuid.uuid4().hex
-        verdict = await admission.admit(
+        lease = os.urandom(12).hex()
+        verdict = await self._admit(
             lease=lease,
             routes=routes,
             key_id=key.id,
@@ -241,6 +242,17 @@ class Proxy:
             r.node for r in routes if r.node.name == verdict.node
         )
 
+    async def _admit(self, **kwargs: Any) -> Verdict:
+        try:
+            return await self.rt.admission.admit(**kwargs)
+        except (RespError, RedisError) as exc:
+            log.warning("admission failed: %s", exc)
+            raise upstream_unavailable(
+                "The gateway cannot reach Redis, where admission state is shared; "
+                "try again shortly.",
+                2,
+            ) from None
+
     async def wait_in_queue(
         self, ex: Exchange, routes: tuple[Route, ...], lease: str, verdict: Verdict, prefer: str
     ) -> Verdict:
@@ -262,7 +274,7 @@ class Proxy:
             # Cross-process slots free up without notice: poll, backing off to 50 ms.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-            verdict = await self.rt.admission.admit(
+            verdict = await self._admit(
                 lease=lease,
                 routes=routes,
                 key_id=None,

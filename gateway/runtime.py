@@ -16,6 +16,7 @@ from django.db import close_old_connections, connection
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
+from gateway.resp import RespClient
 from gateway.routing_version import VERSION_KEY
 from gateway.snapshot import Snapshot, build_snapshot
 from gateway.upstream_client import UpstreamClient
@@ -83,7 +84,7 @@ async def get_runtime() -> Runtime:
                 base_cooldown_ms=int(settings.CLAWDBOT_EJECT_COOLDOWN_S * 1000),
                 max_cooldown_ms=int(settings.CLAWDBOT_EJECT_MAX_COOLDOWN_S * 1000),
             )
-            admission = Admission(client, policy)
+            admission = Admission(client, RespClient(settings.REDIS_URL), policy)
             try:
                 await admission.load()
             except Exception as exc:  # Redis down: requests will say so; scripts load later

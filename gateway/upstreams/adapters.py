@@ -4,8 +4,8 @@ and keep_alive are always set); OpenAI-compatible nodes get the client's body pa
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class _Ids:
 
     @classmethod
     def new(cls, prefix: str) -> _Ids:
-        return cls(prefix + uuid.uuid4().hex, int(time.time()))
+        return cls(prefix + os.urandom(12).hex(), int(time.time()))
 
 
 @dataclass

@@ -167,8 +167,40 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Control-plane cadence and health thresholds.
+CLAWDBOT_PROBE_INTERVAL_S = env_float("CLAWDBOT_PROBE_INTERVAL_S", 5.0, minimum=0.2)
+CLAWDBOT_TELEMETRY_INTERVAL_S = env_float("CLAWDBOT_TELEMETRY_INTERVAL_S", 5.0, minimum=0.2)
+CLAWDBOT_DEGRADE_AFTER = env_int("CLAWDBOT_DEGRADE_AFTER", 3, minimum=1)
+CLAWDBOT_DOWN_AFTER = env_int("CLAWDBOT_DOWN_AFTER", 6, minimum=1)
+CLAWDBOT_RECOVER_AFTER = env_int("CLAWDBOT_RECOVER_AFTER", 2, minimum=1)
+CLAWDBOT_PROBE_HISTORY_HOURS = env_float("CLAWDBOT_PROBE_HISTORY_HOURS", 24.0, minimum=0.1)
+CLAWDBOT_TELEMETRY_HISTORY_DAYS = env_float("CLAWDBOT_TELEMETRY_HISTORY_DAYS", 7.0, minimum=0.1)
+CLAWDBOT_HEAL_MAX_PER_HOUR = env_int("CLAWDBOT_HEAL_MAX_PER_HOUR", 3, minimum=0)
+CLAWDBOT_HEAL_BACKOFF_S = env_float("CLAWDBOT_HEAL_BACKOFF_S", 60.0, minimum=0.0)
+CLAWDBOT_HEAL_WAIT_S = env_float("CLAWDBOT_HEAL_WAIT_S", 120.0, minimum=1.0)
+
 # Each entry expires just under its interval: a backlog after an outage is dropped, not replayed.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "probe-nodes": {
+        "task": "nodes.tasks.probe_nodes",
+        "schedule": CLAWDBOT_PROBE_INTERVAL_S,
+        "options": {"expires": CLAWDBOT_PROBE_INTERVAL_S * 0.9},
+    },
+    "collect-telemetry": {
+        "task": "nodes.tasks.dispatch_telemetry",
+        "schedule": CLAWDBOT_TELEMETRY_INTERVAL_S,
+        "options": {"expires": CLAWDBOT_TELEMETRY_INTERVAL_S * 0.9},
+    },
+    "telemetry-history": {
+        "task": "nodes.tasks.record_telemetry_history",
+        "schedule": 60.0,
+        "options": {"expires": 50.0},
+    },
+    "prune-history": {
+        "task": "nodes.tasks.prune_history",
+        "schedule": 3600.0,
+        "options": {"expires": 3000.0},
+    },
     "flush-request-logs": {
         "task": "gateway.tasks.flush_request_logs",
         "schedule": 2.0,

@@ -36,7 +36,10 @@ Handler = Callable[[dict[str, Any], bytes, Send], Awaitable[None]]
 
 
 def owns(path: str) -> bool:
-    """Paths the data plane answers; everything else goes to Django."""
+    """Paths the data plane answers; everything else goes to Django (including the
+    management API under /v1/admin/, which needs the ORM and sessions)."""
+    if path.startswith("/v1/admin/"):
+        return False
     return path.startswith("/v1/") or path in ("/v1", "/healthz", "/readyz", "/metrics")
 
 

@@ -9,7 +9,9 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import redis.asyncio as aredis
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -18,13 +20,16 @@ from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
 from gateway.resp import RespClient
 from gateway.routing_version import VERSION_KEY
-from gateway.snapshot import Snapshot, build_snapshot
+from gateway.snapshot import Live, Snapshot, build_snapshot, reweigh
 from gateway.upstream_client import UpstreamClient
+from nodes.probe_runner import HEALTH_KEY
+from nodes.telemetry_store import summarise, telemetry_key, total_memory_gb
 
 log = logging.getLogger(__name__)
 REFRESH_INTERVAL_S = 0.25  # a config or state change reaches routing within this (+ build time)
 FULL_REBUILD_S = 30.0  # catches what no version bump announces (a key passing its expiry)
 RENEW_INTERVAL_S = 10.0
+LIVE_EVERY = 4  # refresh ticks between telemetry/health reweighs (about once a second)
 
 
 @dataclass
@@ -32,7 +37,8 @@ class Runtime:
     redis: aredis.Redis
     http: UpstreamClient
     admission: Admission
-    snapshot: Snapshot
+    snapshot: Snapshot  # what requests route on: `base` reweighed with live telemetry
+    base: Snapshot  # as built from the database
     leases: dict[str, str] = field(default_factory=dict)  # lease id → "slots:node"/"queue:node"
     redis_ok: bool = True
     snapshot_error: str = ""
@@ -89,17 +95,47 @@ async def get_runtime() -> Runtime:
                 await admission.load()
             except Exception as exc:  # Redis down: requests will say so; scripts load later
                 log.warning("could not load admission scripts: %s", exc)
-            runtime = Runtime(redis=client, http=http, admission=admission, snapshot=snapshot)
+            runtime = Runtime(
+                redis=client, http=http, admission=admission, snapshot=snapshot, base=snapshot
+            )
+            try:
+                runtime.snapshot = reweigh(snapshot, await _live(client, snapshot))
+            except Exception as exc:
+                log.warning("no live telemetry yet: %s", exc)
             runtime.tasks.append(asyncio.create_task(_refresh_forever(runtime)))
             runtime.tasks.append(asyncio.create_task(_renew_forever(runtime)))
             _runtime = runtime
     return _runtime
 
 
+async def _live(client: aredis.Redis, base: Snapshot) -> Live:
+    """GPU telemetry and probe pass ratios of every node, in one round trip."""
+    names = list(base.nodes)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(HEALTH_KEY)
+        if names:
+            pipe.mget([telemetry_key(name) for name in names])
+        replies = await pipe.execute()
+    ratios = {k.decode(): float(v) for k, v in replies[0].items()}
+    readings: dict[str, Any] = {}
+    for name, raw in zip(names, replies[1] if names else [], strict=True):
+        try:
+            readings[name] = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            readings[name] = None
+    return Live(
+        telemetry={n: summarise(r) for n, r in readings.items()},
+        memory_gb={n: total_memory_gb(r) for n, r in readings.items()},
+        pass_ratio=ratios,
+    )
+
+
 async def _refresh_forever(rt: Runtime) -> None:
     last_full = time.monotonic()
+    tick = 0
     while True:
         await asyncio.sleep(REFRESH_INTERVAL_S)
+        tick += 1
         try:
             version = await _read_version(rt.redis)
             rt.redis_ok = True
@@ -109,19 +145,26 @@ async def _refresh_forever(rt: Runtime) -> None:
             rt.redis_ok = False
             continue
         stale = time.monotonic() - last_full > FULL_REBUILD_S
-        if version == rt.snapshot.version and not stale:
-            continue
-        try:
-            rt.snapshot = await _load(version)
-            rt.snapshot_error = ""
-            last_full = time.monotonic()
-        except Exception as exc:
-            # The database is down or mid-migration: keep routing on the last snapshot.
-            if not rt.snapshot_error:
-                log.warning(
-                    "snapshot rebuild failed, serving version %s: %s", rt.snapshot.version, exc
-                )
-            rt.snapshot_error = str(exc)
+        rebuilt = False
+        if version != rt.base.version or stale:
+            try:
+                rt.base = await _load(version)
+                rt.snapshot_error = ""
+                last_full = time.monotonic()
+                rebuilt = True
+            except Exception as exc:
+                # The database is down or mid-migration: keep routing on the last snapshot.
+                if not rt.snapshot_error:
+                    log.warning(
+                        "snapshot rebuild failed, serving version %s: %s", rt.base.version, exc
+                    )
+                rt.snapshot_error = str(exc)
+        if rebuilt or tick % LIVE_EVERY == 0:
+            try:
+                rt.snapshot = reweigh(rt.base, await _live(rt.redis, rt.base))
+            except Exception as exc:
+                log.warning("live telemetry unavailable: %s", exc)
+                rt.snapshot = rt.base
 
 
 async def _renew_forever(rt: Runtime) -> None:

@@ -11,8 +11,25 @@ from gateway.models import ApiKey
 from gateway.routing_version import bump_after_commit
 from nodes.models import Deployment, ModelProfile, Node
 
+# Saves that touch only these fields change nothing the data plane routes on.
+BOOKKEEPING = frozenset(
+    {
+        "consecutive_failures",
+        "consecutive_successes",
+        "last_probe_at",
+        "last_probe_error",
+        "loaded",
+        "loaded_at",
+        "last_load_ms",
+        "last_load_error",
+        "last_used_at",
+    }
+)
 
-def _changed(**kwargs: Any) -> None:
+
+def _changed(update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
+    if update_fields and set(update_fields) <= BOOKKEEPING:
+        return
     bump_after_commit()
 
 

@@ -5,14 +5,14 @@ the ORM; if the database is down, the last snapshot keeps serving."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.utils import timezone
 
 from gateway.models import ApiKey
 from nodes.choices import NodeState
 from nodes.models import Deployment, ModelProfile, Node
-from nodes.weights import node_weight
+from nodes.weights import Telemetry, node_weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ class Route:
 
     node: NodeView
     weight: float
+    override: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +91,47 @@ class Snapshot:
         return sum(1 for n in self.nodes.values() if n.routable)
 
 
-def _fits(node: NodeView, profile: ProfileView) -> bool:
-    # Unknown VRAM (0) is allowed: the operator has not said, and telemetry may say later.
-    return not (
-        profile.min_vram_gb and node.total_vram_gb and node.total_vram_gb < profile.min_vram_gb
-    )
+def _fits(node: NodeView, profile: ProfileView, measured_gb: float | None = None) -> bool:
+    """Configured VRAM first, else what telemetry measured; unknown (0/None) is allowed."""
+    memory = node.total_vram_gb or measured_gb
+    return not (profile.min_vram_gb and memory and memory < profile.min_vram_gb)
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What changes between config versions: GPU telemetry and probe pass ratios."""
+
+    telemetry: dict[str, Telemetry | None]
+    memory_gb: dict[str, float | None]
+    pass_ratio: dict[str, float]
+
+
+def reweigh(base: Snapshot, live: Live) -> Snapshot:
+    """The snapshot with each node's weight recomputed from live telemetry and health, and
+    routes to nodes whose measured memory cannot hold the profile dropped."""
+    nodes = {
+        name: replace(
+            node,
+            weight=node_weight(
+                node.gpu_type,
+                gpu_count=node.gpu_count,
+                telemetry=live.telemetry.get(name),
+                pass_ratio=live.pass_ratio.get(name, 1.0),
+            ),
+        )
+        for name, node in base.nodes.items()
+    }
+    routes = {}
+    for model_id, model_routes in base.routes.items():
+        profile = base.profiles[model_id]
+        kept = []
+        for route in model_routes:
+            node = nodes[route.node.name]
+            if _fits(node, profile, live.memory_gb.get(node.name)):
+                weight = route.override or node.weight
+                kept.append(Route(node=node, weight=weight, override=route.override))
+        routes[model_id] = tuple(kept)
+    return replace(base, nodes=nodes, routes=routes)
 
 
 def build_snapshot(version: int) -> Snapshot:
@@ -139,7 +176,7 @@ def build_snapshot(version: int) -> Snapshot:
         if node is None or profile is None or not _fits(node, profile):
             continue
         routes.setdefault(profile.model_id, []).append(
-            Route(node=node, weight=d.weight_override or node.weight)
+            Route(node=node, weight=d.weight_override or node.weight, override=d.weight_override)
         )
     now = timezone.now()
     keys = {}

@@ -107,7 +107,8 @@ class NodeAdmin(admin.ModelAdmin):
     @admin.action(description="Probe now")
     def probe_now(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         nodes = list(queryset.prefetch_related("deployments__profile"))
-        for node, result in probe_and_record(nodes):
+        for outcome, result in probe_and_record(nodes):
+            node = outcome.node
             if result.ok:
                 self.message_user(
                     request,

@@ -287,3 +287,66 @@ class Deployment(models.Model):
                     f"{node.name} has {node.total_vram_gb:g} GB "
                     f"({node.gpu_count} × {node.vram_gb_per_gpu:g} GB)."
                 )
+
+
+class ProbeRecord(models.Model):
+    """One health probe of a node; a bounded history (pruned by a periodic task)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="probes")
+    at = models.DateTimeField(db_index=True)
+    ok = models.BooleanField()
+    latency_ms = models.FloatField()
+    error = models.CharField(max_length=500, blank=True)
+    state_after = models.CharField(max_length=10, choices=NodeState.choices)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["node", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.at:%H:%M:%S} {'ok' if self.ok else 'failed'}"
+
+
+class HealEvent(models.Model):
+    """One self-heal attempt (or the reason none was made) and its outcome."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RECOVERED = "recovered", "Recovered"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="heal_events")
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=200)
+    action = models.CharField(max_length=500, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.started_at:%Y-%m-%d %H:%M} {self.outcome}"
+
+
+class GpuSample(models.Model):
+    """Downsampled GPU telemetry (one row per GPU per node per minute)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpu_samples")
+    at = models.DateTimeField(db_index=True)
+    gpu_index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100, blank=True)
+    utilisation_pct = models.FloatField(null=True)
+    memory_used_mib = models.FloatField(null=True)
+    memory_total_mib = models.FloatField(null=True)
+    temperature_c = models.FloatField(null=True)
+    power_w = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["-at", "gpu_index"]
+        indexes = [models.Index(fields=["node", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} GPU{self.gpu_index} {self.at:%H:%M}"

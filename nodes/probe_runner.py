@@ -1,4 +1,6 @@
-"""Probe several nodes at once and record each result through the state machine."""
+"""One probe cycle: probe nodes concurrently, record each result through the state machine,
+and start what a state change calls for (self-heal on READY → DEGRADED, warmup before a node
+returns to READY). Used by the periodic task and the admin's "Probe now"."""
 
 from __future__ import annotations
 
@@ -6,10 +8,14 @@ import asyncio
 
 import httpx
 from django.conf import settings
+from django.db import transaction
 
+from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from nodes.choices import NodeState
 from nodes.models import Node
 from nodes.probes import ProbeResult, probe
-from nodes.services import node_record_probe
+from nodes.services import ProbeOutcome, node_record_probe
+from nodes.warming import is_warming
 
 
 async def _probe_all(targets: list[tuple[str, str, list[str]]]) -> list[ProbeResult]:
@@ -20,16 +26,55 @@ async def _probe_all(targets: list[tuple[str, str, list[str]]]) -> list[ProbeRes
         )
 
 
-def probe_and_record(nodes: list[Node]) -> list[tuple[Node, ProbeResult]]:
-    """Probe concurrently (network first, no transaction held), then record each result."""
+def probe_and_record(nodes: list[Node]) -> list[tuple[ProbeOutcome, ProbeResult]]:
+    """Probe concurrently (network first, no transaction held), then record each result.
+    `nodes` should come with `deployments__profile` prefetched."""
     targets = [
         (n.base_url, n.api_kind, [d.profile.upstream_model for d in n.deployments.all()])
         for n in nodes
     ]
     results = asyncio.run(_probe_all(targets))
+    record_pass_ratios({n.name: r.ok for n, r in zip(nodes, results, strict=True)})
     recorded = []
     for node, result in zip(nodes, results, strict=True):
-        updated = node_record_probe(node_id=node.pk, result=result)
-        if updated is not None:
-            recorded.append((updated, result))
+        # A node with prefetch profiles turns READY only after they are loaded again.
+        needs_warmup = any(d.profile.prefetch for d in node.deployments.all())
+        outcome = node_record_probe(node_id=node.pk, result=result, hold_ready=needs_warmup)
+        if outcome is None:
+            continue
+        recorded.append((outcome, result))
+        _follow_up(outcome)
     return recorded
+
+
+HEALTH_KEY = KEY_PREFIX + "health"
+PASS_RATIO_ALPHA = 0.1  # ≈ the last 10-20 probes
+
+
+def record_pass_ratios(passed: dict[str, bool]) -> None:
+    """Each node's recent probe pass ratio (an exponential average), for the routing weight's
+    health factor. Probe cycles never overlap (a lock), so read-modify-write is safe here."""
+    if not passed:
+        return
+    client = sync_client()
+    names = list(passed)
+    old = client.hmget(HEALTH_KEY, names)
+    updated = {
+        name: round(
+            (1 - PASS_RATIO_ALPHA) * (float(prev) if prev is not None else 1.0)
+            + PASS_RATIO_ALPHA * (1.0 if passed[name] else 0.0),
+            4,
+        )
+        for name, prev in zip(names, old, strict=True)
+    }
+    client.hset(HEALTH_KEY, mapping=updated)
+
+
+def _follow_up(outcome: ProbeOutcome) -> None:
+    from nodes import tasks  # tasks import this module: import late
+
+    node = outcome.node
+    if outcome.held_for_warmup and not is_warming(node.name):
+        transaction.on_commit(lambda: tasks.warm_then_ready.delay(node.pk))
+    if outcome.changed and node.state == NodeState.DEGRADED:
+        transaction.on_commit(lambda: tasks.heal_node.delay(node.pk, "turned DEGRADED"))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from gateway.routing_version import bump_after_commit
 from nodes.choices import NodeState
 from nodes.discovery import DiscoveredModel, same_model
-from nodes.models import Deployment, ModelProfile, Node
+from nodes.models import Deployment, ModelProfile, Node, ProbeRecord
 from nodes.probes import ProbeResult
-from nodes.statemachine import Health, after_probe
+from nodes.statemachine import Health, Thresholds, after_probe
 from nodes.warmup import WarmupResult
 
 DEFAULT_CONTEXT_WINDOW = 8192
@@ -43,35 +45,65 @@ def nodes_set_draining(*, node_ids: list[int], draining: bool) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class ProbeOutcome:
+    node: Node
+    previous_state: str
+    held_for_warmup: bool  # the probe said READY, but prefetch profiles must load first
+
+    @property
+    def changed(self) -> bool:
+        return self.node.state != self.previous_state
+
+
+def thresholds_from_settings() -> Thresholds:
+    return Thresholds(
+        degrade_after=settings.CLAWDBOT_DEGRADE_AFTER,
+        down_after=settings.CLAWDBOT_DOWN_AFTER,
+        recover_after=settings.CLAWDBOT_RECOVER_AFTER,
+    )
+
+
 @transaction.atomic
-def node_record_probe(*, node_id: int, result: ProbeResult) -> Node | None:
-    """Apply one probe result through the state machine; None when the node is gone."""
+def node_record_probe(
+    *, node_id: int, result: ProbeResult, hold_ready: bool = False, history: bool = True
+) -> ProbeOutcome | None:
+    """Apply one probe result through the state machine; None when the node is gone.
+
+    With `hold_ready`, a node about to (re)turn READY keeps its state: its prefetch profiles
+    are warmed first and `node_mark_state` promotes it afterwards."""
     node = Node.objects.select_for_update().filter(pk=node_id).first()
     if node is None:
         return None
+    previous = node.state
     health = after_probe(
-        Health(node.state, node.consecutive_failures, node.consecutive_successes), result.ok
+        Health(node.state, node.consecutive_failures, node.consecutive_successes),
+        result.ok,
+        thresholds_from_settings(),
     )
+    held = hold_ready and health.state == NodeState.READY and previous != NodeState.READY
     now = timezone.now()
-    if health.state != node.state:
+    fields = ["consecutive_failures", "consecutive_successes", "last_probe_at", "last_probe_error"]
+    if not held and health.state != previous:
+        node.state = health.state
         node.state_changed_at = now
-    node.state = health.state
+        fields += ["state", "state_changed_at", "updated_at"]
     node.consecutive_failures = health.consecutive_failures
     node.consecutive_successes = health.consecutive_successes
     node.last_probe_at = now
-    node.last_probe_error = result.error
-    node.save(
-        update_fields=[
-            "state",
-            "state_changed_at",
-            "consecutive_failures",
-            "consecutive_successes",
-            "last_probe_at",
-            "last_probe_error",
-            "updated_at",
-        ]
-    )
-    return node
+    node.last_probe_error = result.error or ("warming prefetch profiles" if held else "")
+    # Only a state change touches routing: the version bump keys off the saved fields.
+    node.save(update_fields=fields)
+    if history:
+        ProbeRecord.objects.create(
+            node=node,
+            at=now,
+            ok=result.ok,
+            latency_ms=result.latency_ms,
+            error=result.error[:500],
+            state_after=node.state,
+        )
+    return ProbeOutcome(node=node, previous_state=previous, held_for_warmup=held)
 
 
 def node_mark_state(*, node: Node, state: str, error: str = "") -> None:

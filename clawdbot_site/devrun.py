@@ -100,6 +100,39 @@ def _procfile(with_sim: bool) -> Path:
     return path
 
 
+def _start_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The simulated node's agent: GPU telemetry from a fake NVML (the node has no GPU),
+    so the console and the routing weight show what an agent reports. A second honcho, started
+    once the node exists (the agent refuses to serve a node the database does not know)."""
+    fake = VAR_DIR / "fake-gpus.json"
+    fake.write_text(
+        json.dumps(
+            {
+                "driver_version": "simulated",
+                "gpus": [
+                    {
+                        "name": "NVIDIA A100-SXM4-80GB (simulated)",
+                        "uuid": "GPU-simulated-0",
+                        "util": 35,
+                        "mem_used_mib": 66000,
+                        "mem_total_mib": 81920,
+                        "temperature": 58,
+                        "power_w": 240,
+                        "power_limit_w": 400,
+                        "processes": [],
+                    }
+                ],
+            }
+        )
+    )
+    procfile = VAR_DIR / "Procfile.agent"
+    procfile.write_text(f"agent: {BIN / 'clawdbot'} agent --node {SIM_NODE}\n")
+    return subprocess.Popen(
+        [str(BIN / "honcho"), "start", "-f", str(procfile), "-d", str(BASE_DIR)],
+        env={**env, "CLAWDBOT_FAKE_NVML": str(fake)},
+    )
+
+
 def _banner(creds: dict[str, str], with_sim: bool) -> str:
     url = f"http://127.0.0.1:{PORT}"
     sim = (
@@ -144,12 +177,13 @@ def main() -> int:
             [str(BIN / "honcho"), "start", "-f", str(procfile), "-d", str(BASE_DIR)],
             env=dict(os.environ),
         )
+        agent = None
         try:
             if with_sim:
                 if not _wait_for_port(SIM_PORT, 30, honcho):
                     print("the simulated node did not start; see its output above", flush=True)
                 else:
-                    subprocess.call(
+                    onboarded = subprocess.call(
                         [
                             str(BIN / "clawdbot"),
                             "onboard",
@@ -169,16 +203,26 @@ def main() -> int:
                             "all",
                         ]
                     )
+                    if onboarded == 0:
+                        agent = _start_agent(dict(os.environ))
             if _wait_for_port(PORT, 60, honcho):
                 print(_banner(creds, with_sim), flush=True)
-            return honcho.wait()
+            code = honcho.wait()
+            if agent is not None:
+                agent.terminate()
+                agent.wait()
+            return code
         except KeyboardInterrupt:
-            # Ctrl-C reached honcho too (same process group); let it stop its children.
-            try:
-                return honcho.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                honcho.send_signal(signal.SIGTERM)
-                return honcho.wait()
+            # Ctrl-C reached both honchos too (same process group); let them stop their children.
+            for proc in (honcho, agent):
+                if proc is None:
+                    continue
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait()
+            return 130
     finally:
         if redis_proc is not None:
             embedded_redis.stop(redis_proc)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -7,9 +10,15 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from nodes.choices import NodeState
-from nodes.models import Deployment, ModelProfile, Node
+from nodes.live import NodeLive, live_view
+from nodes.load_tasks import schedule_prefetch_warmup
+from nodes.models import Deployment, GpuSample, HealEvent, ModelProfile, Node, ProbeRecord
 from nodes.probe_runner import probe_and_record
 from nodes.services import nodes_set_draining
+
+# The live view of the nodes on the page being rendered (the ModelAdmin is shared by every
+# request; the display methods get no request to hang it on).
+_request_live = threading.local()
 
 STATE_COLOURS = {
     NodeState.READY: "#1a7f37",
@@ -34,11 +43,35 @@ class DeploymentInline(admin.TabularInline):
     autocomplete_fields = ("profile",)
 
 
+class HealEventInline(admin.TabularInline):
+    model = HealEvent
+    extra = 0
+    max_num = 0
+    can_delete = False
+    fields = ("started_at", "trigger", "action", "outcome", "detail", "finished_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HealEvent]:
+        return super().get_queryset(request).order_by("-started_at")
+
+
+class WarmNewDeploymentsMixin:
+    """Deployments of a prefetch profile added in the admin are loaded once saved."""
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        formset.save()
+        created = [obj.pk for obj in formset.new_objects if isinstance(obj, Deployment)]
+        if created:
+            schedule_prefetch_warmup(created)
+
+
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "state_badge",
+        "weight",
+        "gpu_now",
         "base_url",
         "api_kind",
         "gpu_type",
@@ -52,6 +85,8 @@ class NodeAdmin(admin.ModelAdmin):
     list_filter = ("state", "api_kind", "gpu_type", "enabled", "draining")
     search_fields = ("name", "base_url")
     readonly_fields = (
+        "weight",
+        "gpu_now",
         "state",
         "consecutive_failures",
         "consecutive_successes",
@@ -63,7 +98,7 @@ class NodeAdmin(admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("name", "base_url", "api_kind", "enabled", "draining")}),
-        ("Hardware", {"fields": ("gpu_type", "gpu_count", "vram_gb_per_gpu")}),
+        ("Hardware", {"fields": ("gpu_type", "gpu_count", "vram_gb_per_gpu", "gpu_now", "weight")}),
         ("Admission", {"fields": ("max_concurrent", "queue_size")}),
         ("Self-heal and labels", {"fields": ("restart_command", "labels")}),
         (
@@ -82,8 +117,32 @@ class NodeAdmin(admin.ModelAdmin):
             },
         ),
     )
-    inlines = [DeploymentInline]
+    inlines = [DeploymentInline, HealEventInline]
     actions = ["drain", "undrain", "probe_now"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        # Telemetry for every listed node in one Redis round trip, not one per row.
+        _request_live.nodes = live_view(list(Node.objects.values_list("name", flat=True)))
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
+        node = Node.objects.filter(pk=object_id).first()
+        _request_live.nodes = live_view([node.name] if node else [])
+        return super().change_view(request, object_id, *args, **kwargs)
+
+    def _node_live(self, node: Node) -> NodeLive | None:
+        nodes: dict[str, NodeLive] = getattr(_request_live, "nodes", {})
+        return nodes.get(node.name)
+
+    @admin.display(description="weight")
+    def weight(self, node: Node) -> str:
+        live = self._node_live(node)
+        return f"{live.weight:g}" if live else "-"
+
+    @admin.display(description="GPUs now")
+    def gpu_now(self, node: Node) -> str:
+        live = self._node_live(node)
+        return live.describe if live else "-"
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, node: Node) -> SafeString:
@@ -124,8 +183,16 @@ class NodeAdmin(admin.ModelAdmin):
                 )
 
 
+class ProfileDeploymentInline(admin.TabularInline):
+    model = Deployment
+    extra = 0
+    fields = ("node", "weight_override", "loaded", "loaded_at", "last_load_ms", "last_load_error")
+    readonly_fields = ("loaded", "loaded_at", "last_load_ms", "last_load_error")
+    autocomplete_fields = ("node",)
+
+
 @admin.register(ModelProfile)
-class ModelProfileAdmin(admin.ModelAdmin):
+class ModelProfileAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     list_display = (
         "model_id",
         "upstream_model",
@@ -152,6 +219,7 @@ class ModelProfileAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
+    inlines = [ProfileDeploymentInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelProfile]:
         return (
@@ -171,3 +239,67 @@ class DeploymentAdmin(admin.ModelAdmin):
     autocomplete_fields = ("node", "profile")
     readonly_fields = ("loaded", "loaded_at", "last_load_ms", "last_load_error", "created_at")
     list_select_related = ("node", "profile")
+
+    def save_model(self, request: HttpRequest, obj: Deployment, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            schedule_prefetch_warmup([obj.pk])
+
+
+@admin.register(ProbeRecord)
+class ProbeRecordAdmin(admin.ModelAdmin):
+    list_display = ("at", "node", "ok", "latency_ms", "state_after", "error")
+    list_filter = ("ok", "state_after", "node")
+    search_fields = ("node__name", "error")
+    list_select_related = ("node",)
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(HealEvent)
+class HealEventAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "node", "trigger", "action", "outcome", "finished_at")
+    list_filter = ("outcome", "node")
+    search_fields = ("node__name", "detail")
+    list_select_related = ("node",)
+    readonly_fields = (
+        "node",
+        "started_at",
+        "finished_at",
+        "trigger",
+        "action",
+        "outcome",
+        "detail",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(GpuSample)
+class GpuSampleAdmin(admin.ModelAdmin):
+    list_display = (
+        "at",
+        "node",
+        "gpu_index",
+        "name",
+        "utilisation_pct",
+        "memory_used_mib",
+        "memory_total_mib",
+        "temperature_c",
+        "power_w",
+    )
+    list_filter = ("node",)
+    list_select_related = ("node",)
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

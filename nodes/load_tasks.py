@@ -138,8 +138,9 @@ def load_status(task_id: str) -> LoadStatus | None:
         "results": [],
         "error": None,
     }
-    result = load_model.AsyncResult(task_id)
-    state, info = result.state, result.info
+    # One read of the result backend, so state and details come from the same update.
+    meta = load_model.backend.get_task_meta(task_id)
+    state, info = meta.get("status", "PENDING"), meta.get("result")
     if state in ("PROGRESS", "SUCCESS") and isinstance(info, dict):
         status["state"] = state
         status["done"] = int(info.get("done", 0))

@@ -217,7 +217,7 @@ def load_profile(
             emit(_failed(node.name, profile.model_id, " ".join(exc.messages)))
             continue
         deployments.append(deployment)
-    warm_deployments_now(deployments, emit)
+    warm_and_record(deployments, emit)
     return results
 
 
@@ -250,7 +250,7 @@ def warm_prefetch(
             fitting.append(deployment)
         else:
             emit(_failed(deployment.node.name, deployment.profile.model_id, problem))
-    warm_deployments_now(fitting, emit)
+    warm_and_record(fitting, emit)
     return results, skipped
 
 
@@ -266,7 +266,7 @@ def warm_target(deployment: Deployment) -> WarmTarget:
     )
 
 
-def warm_deployments_now(deployments: list[Deployment], emit: Progress) -> None:
+def warm_and_record(deployments: list[Deployment], emit: Progress) -> None:
     """Warm each deployment and record the outcome on it. Nodes are warmed in parallel, the
     models of one node one after the other (two cold loads on the same GPUs only slow each
     other down). A node with a live agent is warmed by it; any other node directly."""

@@ -3,14 +3,11 @@ Tasks on a GPU host's own queue (`node.<name>`) live in nodes.agent."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
@@ -18,13 +15,17 @@ from django.utils import timezone
 
 from clawdbot_site.celery import app
 from clawdbot_site.redis_client import KEY_PREFIX, sync_client
-from nodes import telemetry_store, warming
+from nodes import (
+    load_tasks,  # noqa: F401  (registers the load tasks on this worker)
+    telemetry_store,
+    warming,
+)
 from nodes.choices import NodeState
 from nodes.healing import HealPolicy, decide
-from nodes.models import Deployment, GpuSample, HealEvent, Node, ProbeRecord
+from nodes.loading import NodeLoadResult, warm_and_record
+from nodes.models import GpuSample, HealEvent, Node, ProbeRecord
 from nodes.probe_runner import probe_and_record
-from nodes.services import deployment_record_warmup, node_mark_state
-from nodes.warmup import WarmTarget, WarmupResult, warm
+from nodes.services import node_mark_state
 
 log = logging.getLogger(__name__)
 PROBE_LOCK = KEY_PREFIX + "lock:probe-nodes"
@@ -57,57 +58,6 @@ def probe_nodes() -> int:
     return len(recorded)
 
 
-def _targets(node: Node, deployments: list[Deployment]) -> list[WarmTarget]:
-    return [
-        WarmTarget(
-            base_url=node.base_url,
-            api_kind=node.api_kind,
-            upstream_model=d.profile.upstream_model,
-            context_window=d.profile.context_window,
-            keep_alive=d.profile.keep_alive,
-            warmup_prompt=d.profile.warmup_prompt,
-        )
-        for d in deployments
-    ]
-
-
-def warm_deployments_now(node: Node, deployments: list[Deployment]) -> list[WarmupResult]:
-    """Load these deployments on their node: through the node's agent when one runs (it is
-    on the GPU host), else straight over HTTP from this worker."""
-    targets = _targets(node, deployments)
-    if not targets:
-        return []
-    results: list[WarmupResult]
-    if telemetry_store.agents_alive([node.name]):
-        timeout = settings.CLAWDBOT_WARMUP_TIMEOUT_S * len(targets) + 30
-        answer = app.send_task(
-            "nodes.agent.warm_models",
-            args=[node.name, [asdict(t) for t in targets]],
-            queue=_node_queue(node.name),
-            expires=60,
-        ).get(timeout=timeout, disable_sync_subtasks=False)
-        results = [
-            WarmupResult(
-                ok=bool(r.get("ok")),
-                load_ms=int(r.get("load_ms") or 0),
-                prompt_ms=r.get("prompt_ms"),
-                error=str(r.get("error") or ""),
-            )
-            for r in answer
-        ]
-    else:
-
-        async def run() -> list[WarmupResult]:
-            timeout = httpx.Timeout(settings.CLAWDBOT_WARMUP_TIMEOUT_S, connect=5.0)
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                return [await warm(client, t) for t in targets]
-
-        results = asyncio.run(run())
-    for deployment, result in zip(deployments, results, strict=False):
-        deployment_record_warmup(deployment=deployment, result=result)
-    return results
-
-
 @shared_task(ignore_result=True, soft_time_limit=900, time_limit=930)
 def warm_then_ready(node_id: int) -> None:
     """Load a recovering node's prefetch profiles, then let it serve again."""
@@ -116,14 +66,11 @@ def warm_then_ready(node_id: int) -> None:
         return
     try:
         deployments = list(
-            node.deployments.select_related("profile").filter(profile__prefetch=True)
+            node.deployments.select_related("node", "profile").filter(profile__prefetch=True)
         )
-        results = warm_deployments_now(node, deployments)
-        failed = [
-            f"{d.profile.model_id}: {r.error}"
-            for d, r in zip(deployments, results, strict=False)
-            if not r.ok
-        ]
+        results: list[NodeLoadResult] = []
+        warm_and_record(deployments, results.append)
+        failed = [f"{r['model']}: {r['error']}" for r in results if not r["ok"]]
         node.refresh_from_db()
         if failed:
             node_mark_state(
@@ -144,8 +91,16 @@ def heal_node(node_id: int, trigger: str) -> None:
     if node is None:
         return
     # One decision at a time per node: two triggers racing could both see "allowed".
-    if not sync_client().set(f"{KEY_PREFIX}lock:heal:{node.name}", "1", nx=True, ex=30):
+    lock = f"{KEY_PREFIX}lock:heal:{node.name}"
+    if not sync_client().set(lock, "1", nx=True, ex=30):
         return
+    try:
+        _heal(node, trigger)
+    finally:
+        sync_client().delete(lock)
+
+
+def _heal(node: Node, trigger: str) -> None:
     now = timezone.now()
     attempts = list(
         node.heal_events.filter(

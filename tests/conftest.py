@@ -105,12 +105,24 @@ def simulator() -> Iterator[Callable[..., SimProcess]]:
         sim.stop()
 
 
-GATEWAY_KEYS = ("slots:*", "queue:*", "eject:*", "rl:*", "m:*", "requestlog*")
+GATEWAY_KEYS = (
+    "slots:*",
+    "queue:*",
+    "eject:*",
+    "rl:*",
+    "m:*",
+    "requestlog*",
+    "health",
+    "telemetry:*",
+    "agent:*",
+    "warming:*",
+    "lock:*",
+)
 
 
 def clean_gateway_state(client: redis.Redis) -> None:
-    """Forget shared data-plane state, but never the routing version: gateways compare it
-    with their snapshot, and a version that went backwards could look current."""
+    """Forget shared data- and control-plane state, but never the routing version: gateways
+    compare it with their snapshot, and a version that went backwards could look current."""
     for pattern in GATEWAY_KEYS:
         keys = list(client.scan_iter("clawdbot:" + pattern, count=500))
         if keys:

@@ -61,6 +61,10 @@ def node_form(**overrides: str) -> dict[str, str]:
         "deployments-INITIAL_FORMS": "0",
         "deployments-MIN_NUM_FORMS": "0",
         "deployments-MAX_NUM_FORMS": "1000",
+        "heal_events-TOTAL_FORMS": "0",
+        "heal_events-INITIAL_FORMS": "0",
+        "heal_events-MIN_NUM_FORMS": "0",
+        "heal_events-MAX_NUM_FORMS": "0",
     }
     data.update(overrides)
     return data
@@ -188,3 +192,39 @@ def test_dashboard_requires_login_and_lists_nodes(
     assert client.get("/").status_code == 302
     page = admin_client.get("/")
     assert page.status_code == 200 and "listed-node" in page.content.decode()
+
+
+@pytest.mark.parametrize("model", ["proberecord", "healevent", "gpusample"])
+def test_history_pages_render(admin_client: Client, model: str) -> None:
+    assert admin_client.get(reverse(f"admin:nodes_{model}_changelist")).status_code == 200
+
+
+def test_node_list_shows_the_live_weight_and_gpus(
+    admin_client: Client, make_node: Callable[..., Node], redis_client: object
+) -> None:
+    from nodes import telemetry_store
+
+    make_node("hot", gpu_type="H100")
+    telemetry_store.publish(
+        "hot",
+        {"nvml": True, "error": "", "gpus": [{"utilisation_gpu_pct": 50, "temperature_c": 71}]},
+    )
+    page = admin_client.get(reverse("admin:nodes_node_changelist")).content.decode()
+    # 380 × (1 − 0.5 × 0.6) × (1 − 6/30) = 212.8
+    assert "212.8" in page and "50% busy, 71 °C" in page
+
+
+def test_adding_a_prefetch_deployment_in_admin_schedules_its_warmup(
+    admin_client: Client,
+    make_node: Callable[..., Node],
+    make_profile: Callable[..., ModelProfile],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduled: list[list[int]] = []
+    monkeypatch.setattr("nodes.admin.schedule_prefetch_warmup", scheduled.append)
+    node, profile = make_node(), make_profile(prefetch=True)
+    response = admin_client.post(
+        reverse("admin:nodes_deployment_add"), {"node": node.pk, "profile": profile.pk}
+    )
+    assert response.status_code == 302
+    assert scheduled == [[Deployment.objects.get().pk]]

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -26,11 +27,12 @@ from gateway.models import ApiKey
 from gateway.services import apikey_create
 from nodes import telemetry_store
 from nodes.keepalive import keep_alive_wire_value
-from nodes.load_tasks import schedule_prefetch_warmup
+from nodes.load_tasks import RECORD_PREFIX, load_model, schedule_prefetch_warmup
+from nodes.loading import vram_shortfall
 from nodes.models import Deployment, ModelProfile, Node
+from tests import workers
 from tests.gateways import ROOT, GatewayProcess
 from tests.simulators import SimProcess
-from tests import workers
 from tests.workers import CeleryProcess
 
 LOAD = "/v1/admin/models/load"
@@ -418,3 +420,50 @@ def test_new_deployments_of_prefetch_profiles_are_warmed_after_commit(
     assert (untouched.loaded, untouched.last_load_ms) == (False, None)
     assert [body["model"] for body in preloads(sim)] == ["qwen3:32b"]
     assert preloads(sim)[0]["keep_alive"] == -1
+
+
+# Celery writes results with redis-py's deprecated setex.
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_a_failed_load_task_reports_its_error_without_a_traceback(gateway: GatewayProcess) -> None:
+    task_id = "failed-load-task"
+    record = {"model": "qwen3-32b", "nodes": ["gpu1"]}
+    telemetry_store.sync_client().set(RECORD_PREFIX + task_id, orjson.dumps(record), ex=60)
+    load_model.backend.store_result(task_id, RuntimeError("the database went away"), "FAILURE")
+    try:
+        response = httpx.get(
+            f"{gateway.url}/v1/admin/tasks/{task_id}", headers=bearer(staff_key()), timeout=10
+        )
+    finally:
+        telemetry_store.sync_client().delete(RECORD_PREFIX + task_id)
+        load_model.backend.forget(task_id)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "task_id": task_id,
+        "state": "FAILURE",
+        "model": "qwen3-32b",
+        "nodes": ["gpu1"],
+        "done": 0,
+        "total": 1,
+        "results": [],
+        "error": "the load task failed: RuntimeError: the database went away",
+    }
+
+
+# --- The memory check on its own ------------------------------------------------------------
+
+
+def test_configured_vram_wins_over_telemetry_and_unknown_memory_never_refuses() -> None:
+    profile = ModelProfile(model_id="qwen3-32b", min_vram_gb=40)
+    sized = Node(name="gpu1", gpu_count=2, vram_gb_per_gpu=16)
+    unsized = Node(name="gpu2", vram_gb_per_gpu=0)
+
+    assert vram_shortfall(profile, sized, telemetry_gb=160) == (
+        "qwen3-32b needs 40 GB of GPU memory; gpu1 has 32 GB (2 × 16 GB configured)."
+    )
+    assert vram_shortfall(profile, unsized, telemetry_gb=23.6) == (
+        "qwen3-32b needs 40 GB of GPU memory; gpu2 has 23.6 GB (reported by its GPUs)."
+    )
+    assert vram_shortfall(profile, unsized, telemetry_gb=None) is None
+    assert vram_shortfall(profile, unsized, telemetry_gb=80) is None
+    assert vram_shortfall(ModelProfile(model_id="tiny", min_vram_gb=0), sized) is None

@@ -15,7 +15,7 @@ from gateway.tokens import (
     estimate_completion_prompt_tokens,
     estimate_text_tokens,
 )
-from gateway.upstreams.adapters import ChatCall, CompletionCall, EmbeddingCall
+from gateway.upstreams.adapters import EmbeddingCall, GenerationCall
 
 GENERATION_ENDPOINTS = {
     "/v1/chat/completions": "chat",
@@ -42,7 +42,7 @@ def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> Up
         prompt = estimate_chat_prompt_tokens(chat.messages, chat.tools)
         plan = plan_generation(profile, prompt, chat.max_tokens)
         ex.estimated_tokens = prompt + (chat.max_tokens or 0)
-        return ChatCall(chat, profile, plan)
+        return GenerationCall(chat, profile, plan)
     if endpoint == "completions":
         completion = validate_completion(payload)
         profile = _profile(snapshot, ex, completion.model)
@@ -50,7 +50,7 @@ def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> Up
         prompt = estimate_completion_prompt_tokens(completion.prompt, completion.suffix)
         plan = plan_generation(profile, prompt, completion.max_tokens, "prompt")
         ex.estimated_tokens = prompt + (completion.max_tokens or 0)
-        return CompletionCall(completion, profile, plan)
+        return GenerationCall(completion, profile, plan)
     embedding = validate_embedding(payload)
     profile = _profile(snapshot, ex, embedding.model)
     texts = [embedding.input] if isinstance(embedding.input, str) else embedding.input

@@ -1045,7 +1045,7 @@ async def _ollama_stream(
     model = common.requested
     emitted = 0
     for kind, value, tokens in _ollama_pieces(plan, shape):
-        if await _maybe_drop_ollama(request, state, response, emitted):
+        if await _maybe_drop(request, state, response, emitted, OLLAMA_DROP_TAIL):
             return response
         await generation.decode(tokens)
         chunk: dict[str, Any] = {"model": model, "created_at": _rfc3339()}
@@ -1065,7 +1065,7 @@ async def _ollama_stream(
         chunk["done"] = False
         await response.write(orjson.dumps(chunk) + b"\n")
         emitted += 1
-    if await _maybe_drop_ollama(request, state, response, emitted):
+    if await _maybe_drop(request, state, response, emitted, OLLAMA_DROP_TAIL):
         return response
     generation.finish()
     final: dict[str, Any] = {"model": model, "created_at": _rfc3339()}
@@ -1083,9 +1083,15 @@ async def _ollama_stream(
     return response
 
 
-async def _maybe_drop_ollama(
-    request: web.Request, state: SimState, response: web.StreamResponse, emitted: int
+async def _maybe_drop(
+    request: web.Request,
+    state: SimState,
+    response: web.StreamResponse,
+    emitted: int,
+    error_tail: bytes,
 ) -> bool:
+    """Apply the drop-mid-stream fault: cut the connection, or end with the API's own error
+    ending (`error_tail`)."""
     drop_after = state.faults.drop_mid_stream_after
     if drop_after is None or emitted < drop_after:
         return False
@@ -1093,10 +1099,18 @@ async def _maybe_drop_ollama(
     if state.faults.drop_mode == "abrupt":
         await _abort_connection(request)
         return True
-    # Ollama's streamResponse: one error line, then the response ends without done:true.
-    await response.write(orjson.dumps({"error": MID_STREAM_ERROR}) + b"\n")
+    await response.write(error_tail)
     await response.write_eof()
     return True
+
+
+def _vllm_drop_tail() -> bytes:
+    # vLLM's create_streaming_error_response, then [DONE].
+    return _sse(_openai_error_body(500, MID_STREAM_ERROR)) + SSE_DONE
+
+
+# Ollama's streamResponse: one error line, then the response ends without done:true.
+OLLAMA_DROP_TAIL = orjson.dumps({"error": MID_STREAM_ERROR}) + b"\n"
 
 
 async def ollama_embed(request: web.Request) -> web.Response:
@@ -1565,12 +1579,12 @@ async def _vllm_stream(
     if shape == "chat":
         await response.write(chunk({"role": "assistant", "content": ""}, None))
     for delta, tokens in _vllm_deltas(plan, shape):
-        if await _maybe_drop_vllm(request, state, response, emitted):
+        if await _maybe_drop(request, state, response, emitted, _vllm_drop_tail()):
             return response
         await generation.decode(tokens)
         await response.write(chunk(delta, None))
         emitted += 1
-    if await _maybe_drop_vllm(request, state, response, emitted):
+    if await _maybe_drop(request, state, response, emitted, _vllm_drop_tail()):
         return response
     await response.write(chunk({} if shape == "chat" else {"text": ""}, _finish_reason(plan)))
     if common.include_usage:
@@ -1580,23 +1594,6 @@ async def _vllm_stream(
     await response.write(SSE_DONE)
     await response.write_eof()
     return response
-
-
-async def _maybe_drop_vllm(
-    request: web.Request, state: SimState, response: web.StreamResponse, emitted: int
-) -> bool:
-    drop_after = state.faults.drop_mid_stream_after
-    if drop_after is None or emitted < drop_after:
-        return False
-    state.dropped_streams += 1
-    if state.faults.drop_mode == "abrupt":
-        await _abort_connection(request)
-        return True
-    # vLLM's create_streaming_error_response, then [DONE].
-    await response.write(_sse(_openai_error_body(500, MID_STREAM_ERROR)))
-    await response.write(SSE_DONE)
-    await response.write_eof()
-    return True
 
 
 async def vllm_embeddings(request: web.Request) -> web.Response:

@@ -108,18 +108,23 @@ class _Ids:
 
 
 @dataclass
-class OllamaChatCall:
-    request: ChatRequest
+class OllamaGenerationCall:
+    """Chat (/api/chat) or text completion (/api/generate) on an Ollama node."""
+
+    request: ChatRequest | CompletionRequest
     profile: ProfileView
     plan: Plan
     ids: _Ids
-    path: str = "/api/chat"
+    path: str = ""
     body: bytes = b""
 
     def __post_init__(self) -> None:
+        chat = isinstance(self.request, ChatRequest)
+        self.path = "/api/chat" if chat else "/api/generate"
+        to_ollama = ollama.chat_to_ollama if chat else ollama.completion_to_ollama
         self.body = orjson.dumps(
-            ollama.chat_to_ollama(
-                self.request,
+            to_ollama(
+                self.request,  # type: ignore[arg-type]
                 upstream_model=self.profile.upstream_model,
                 num_ctx=self.profile.context_window,
                 keep_alive=keep_alive_wire_value(self.profile.keep_alive),
@@ -128,7 +133,12 @@ class OllamaChatCall:
         )
 
     def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
-        answer = ollama.ollama_chat_to_openai(
+        to_openai = (
+            ollama.ollama_chat_to_openai
+            if isinstance(self.request, ChatRequest)
+            else ollama.ollama_generate_to_openai
+        )
+        answer = to_openai(
             _json(raw),
             model=self.request.model,
             completion_id=self.ids.completion_id,
@@ -137,51 +147,13 @@ class OllamaChatCall:
         return orjson.dumps(answer), *_usage_counts(answer)
 
     def relay(self) -> NdjsonRelay:
+        translator = (
+            ollama.ChatStreamTranslator
+            if isinstance(self.request, ChatRequest)
+            else ollama.CompletionStreamTranslator
+        )
         return NdjsonRelay(
-            ollama.ChatStreamTranslator(
-                self.request.model,
-                self.ids.completion_id,
-                self.ids.created,
-                self.request.include_usage,
-            )
-        )
-
-    def error(self, status: int, raw: bytes) -> GatewayError:
-        return ollama.ollama_error(status, raw, model=self.request.model)
-
-
-@dataclass
-class OllamaCompletionCall:
-    request: CompletionRequest
-    profile: ProfileView
-    plan: Plan
-    ids: _Ids
-    path: str = "/api/generate"
-    body: bytes = b""
-
-    def __post_init__(self) -> None:
-        self.body = orjson.dumps(
-            ollama.completion_to_ollama(
-                self.request,
-                upstream_model=self.profile.upstream_model,
-                num_ctx=self.profile.context_window,
-                keep_alive=keep_alive_wire_value(self.profile.keep_alive),
-                max_tokens=self.plan.max_tokens,
-            )
-        )
-
-    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
-        answer = ollama.ollama_generate_to_openai(
-            _json(raw),
-            model=self.request.model,
-            completion_id=self.ids.completion_id,
-            created=self.ids.created,
-        )
-        return orjson.dumps(answer), *_usage_counts(answer)
-
-    def relay(self) -> NdjsonRelay:
-        return NdjsonRelay(
-            ollama.CompletionStreamTranslator(
+            translator(
                 self.request.model,
                 self.ids.completion_id,
                 self.ids.created,
@@ -268,39 +240,20 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 @dataclass
-class ChatCall:
-    request: ChatRequest
+class GenerationCall:
+    """A chat or text completion, bound to whichever kind of node the balancer picks."""
+
+    request: ChatRequest | CompletionRequest
     profile: ProfileView
     plan: Plan
 
-    def for_node(self, node: NodeView) -> OllamaChatCall | PassthroughCall:
+    def for_node(self, node: NodeView) -> OllamaGenerationCall | PassthroughCall:
+        chat = isinstance(self.request, ChatRequest)
         if node.api_kind == ApiKind.OLLAMA:
-            return OllamaChatCall(self.request, self.profile, self.plan, _Ids.new("chatcmpl-"))
+            prefix = "chatcmpl-" if chat else "cmpl-"
+            return OllamaGenerationCall(self.request, self.profile, self.plan, _Ids.new(prefix))
         return PassthroughCall(
-            "/v1/chat/completions",
-            self.request.model,
-            openai.prepare_body(
-                self.request.raw,
-                upstream_model=self.profile.upstream_model,
-                max_tokens=self.plan.max_tokens if self.plan.clamped else self.request.max_tokens,
-                stream=self.request.stream,
-                force_usage=self.request.stream,
-            ),
-            self.request.include_usage,
-        )
-
-
-@dataclass
-class CompletionCall:
-    request: CompletionRequest
-    profile: ProfileView
-    plan: Plan
-
-    def for_node(self, node: NodeView) -> OllamaCompletionCall | PassthroughCall:
-        if node.api_kind == ApiKind.OLLAMA:
-            return OllamaCompletionCall(self.request, self.profile, self.plan, _Ids.new("cmpl-"))
-        return PassthroughCall(
-            "/v1/completions",
+            "/v1/chat/completions" if chat else "/v1/completions",
             self.request.model,
             openai.prepare_body(
                 self.request.raw,

@@ -4,14 +4,10 @@ path, a real `clawdbot agent` process; plus the prefetch warm-up after deploymen
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +18,6 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from clawdbot_site.celery import app
 from gateway.models import ApiKey
 from gateway.services import apikey_create
 from nodes import telemetry_store
@@ -30,8 +25,8 @@ from nodes.keepalive import keep_alive_wire_value
 from nodes.load_tasks import RECORD_PREFIX, load_model, schedule_prefetch_warmup
 from nodes.loading import vram_shortfall
 from nodes.models import Deployment, ModelProfile, Node
-from tests import workers
-from tests.gateways import ROOT, GatewayProcess
+from tests.agents import AgentProcess
+from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 from tests.workers import CeleryProcess
 
@@ -174,57 +169,19 @@ def test_without_nodes_every_node_that_fits_is_loaded_and_failures_are_reported(
     assert profile.deployments.count() == 2
 
 
-class AgentProcess:
-    """`manage.py agent --node NAME` in its own process group (its worker forks children)."""
-
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.log = tempfile.TemporaryFile()
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_purge(f"node.{node}")  # left by an interrupted run
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "agent", "--node", node, "--loglevel", "WARNING"],
-            cwd=ROOT,
-            env=workers.test_env({"CLAWDBOT_LOG_LEVEL": "WARNING"}),
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,  # a file, not a pipe: a full pipe would block the worker
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + WAIT_S
-        while node not in telemetry_store.agents_alive([node]):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the agent did not start: {self.output()[-3000:]}")
-            time.sleep(POLL_S)  # bounded wait for the agent's heartbeat
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        telemetry_store.forget_agent(self.node)
-
-
 def test_a_node_with_a_live_agent_is_warmed_by_its_agent(
     gateway: GatewayProcess,
     worker: CeleryProcess,
     simulator: Callable[..., SimProcess],
     make_profile: Callable[..., ModelProfile],
     make_node: Callable[..., Node],
+    tmp_path: Path,
 ) -> None:
     sim = simulator("--model", "qwen3:32b")
     make_profile()
     make_node("gpu3", base_url=sim.url)
     key = staff_key()
-    agent = AgentProcess("gpu3")
+    agent = AgentProcess("gpu3", tmp_path, None)
     try:
         status = finish(gateway, key, post_load(gateway, key, {"model": "qwen3-32b"}))
     finally:

@@ -76,3 +76,25 @@ def env_choice(
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def env_scores(
+    name: str, defaults: Mapping[str, float], environ: Mapping[str, str] = os.environ
+) -> dict[str, float]:
+    """`KEY=number,KEY=number` merged over `defaults` (e.g. GPU base scores)."""
+    merged = dict(defaults)
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return merged
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            score = float(value)
+        except ValueError:
+            score = -1.0
+        if not sep or not key.strip() or score <= 0:
+            raise ConfigError(
+                f"{name} must look like 'H200=430,L40S=180' (positive numbers), got {raw!r}"
+            )
+        merged[key.strip()] = score
+    return merged

@@ -14,8 +14,10 @@ from clawdbot_site.env import (
     env_choice,
     env_float,
     env_int,
+    env_scores,
     env_str,
 )
+from nodes.weights import BASE_SCORES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CLAWDBOT_VAR_DIR", str(BASE_DIR / "var")))
@@ -167,6 +169,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Routing weight: base score per GPU type (A10 100, A100 220, H100 380 as the seed has it).
+CLAWDBOT_GPU_SCORES = env_scores("CLAWDBOT_GPU_SCORES", BASE_SCORES)
+
 # Control-plane cadence and health thresholds.
 CLAWDBOT_PROBE_INTERVAL_S = env_float("CLAWDBOT_PROBE_INTERVAL_S", 5.0, minimum=0.2)
 CLAWDBOT_TELEMETRY_INTERVAL_S = env_float("CLAWDBOT_TELEMETRY_INTERVAL_S", 5.0, minimum=0.2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from django.conf import settings
 from django.utils import timezone
 
 from gateway.models import ApiKey
@@ -115,6 +116,7 @@ def reweigh(base: Snapshot, live: Live) -> Snapshot:
             weight=node_weight(
                 node.gpu_type,
                 gpu_count=node.gpu_count,
+                table=settings.CLAWDBOT_GPU_SCORES,
                 telemetry=live.telemetry.get(name),
                 pass_ratio=live.pass_ratio.get(name, 1.0),
             ),
@@ -150,7 +152,9 @@ def build_snapshot(version: int) -> Snapshot:
             state=n.state,
             enabled=n.enabled,
             draining=n.draining,
-            weight=node_weight(n.gpu_type, gpu_count=n.gpu_count),
+            weight=node_weight(
+                n.gpu_type, gpu_count=n.gpu_count, table=settings.CLAWDBOT_GPU_SCORES
+            ),
         )
         for n in Node.objects.all()
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from clawdbot_site.redis_client import sync_client
 from nodes import telemetry_store
 from nodes.models import Node
@@ -34,7 +36,11 @@ def live_view(names: list[str]) -> dict[str, NodeLive]:
         ratio = float(raw_ratio) if raw_ratio is not None else 1.0
         summary = telemetry_store.summarise(reading)
         weight = node_weight(
-            node.gpu_type, gpu_count=node.gpu_count, telemetry=summary, pass_ratio=ratio
+            node.gpu_type,
+            gpu_count=node.gpu_count,
+            telemetry=summary,
+            pass_ratio=ratio,
+            table=settings.CLAWDBOT_GPU_SCORES,
         )
         if summary is not None:
             text = f"{summary.utilisation:.0%} busy, {summary.temperature_c:.0f} °C"

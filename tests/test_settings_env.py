@@ -73,3 +73,14 @@ def test_console_script_is_manage_py() -> None:
     )  # fmt: skip
     assert dashed.returncode == 0, dashed.stderr
     assert "--api" in dashed.stdout
+
+
+def test_gpu_scores_merge_over_the_defaults() -> None:
+    from clawdbot_site.env import env_scores
+
+    merged = env_scores("S", {"A10": 100.0, "H200": 430.0}, {"S": "H200=500, B200=900"})
+    assert merged == {"A10": 100.0, "H200": 500.0, "B200": 900.0}
+    with pytest.raises(ConfigError, match="S must look like 'H200=430,L40S=180'"):
+        env_scores("S", {}, {"S": "H200:500"})
+    with pytest.raises(ConfigError):
+        env_scores("S", {}, {"S": "H200=-1"})

@@ -25,7 +25,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-test: lint $(STAMP)
+test: lint typecheck $(STAMP)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 ifdef REDIS_URL
 	$(BIN)/pytest

@@ -133,12 +133,12 @@ class GatewayApp:
             raise
         except Exception:
             log.exception("%s: unexpected error", ex.request_id)
-            error = server_error()
-            ex.status, ex.error = 500, error
+            failure = server_error()
+            ex.status, ex.error = 500, failure
             if ex.response_started:
-                await _end_stream_with(send, error)
+                await _end_stream_with(send, failure)
             else:
-                await send_error(send, error, ex.base_headers())
+                await send_error(send, failure, ex.base_headers())
         finally:
             if rt is not None:
                 await asyncio.shield(close_exchange(rt, ex))
@@ -177,7 +177,10 @@ class GatewayApp:
                 problems.append("Redis unreachable")
             if rt.snapshot.ready_nodes == 0:
                 problems.append("no READY node")
-        body = {"status": "ready" if not problems else "not ready", "problems": problems}
+        body: dict[str, Any] = {
+            "status": "ready" if not problems else "not ready",
+            "problems": problems,
+        }
         if rt is not None:
             body["snapshot_version"] = rt.snapshot.version
             body["ready_nodes"] = rt.snapshot.ready_nodes

@@ -35,9 +35,10 @@ RETRYABLE_EXCEPTIONS = (httpx.TransportError,)
 class StreamRelay(Protocol):
     """Turns upstream stream bytes into client SSE bytes (see gateway.upstreams.adapters)."""
 
-    prompt_tokens: int | None
-    completion_tokens: int | None
-
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
     def feed(self, chunk: bytes) -> bytes: ...
     def finish(self) -> bytes: ...
     @property
@@ -47,8 +48,10 @@ class StreamRelay(Protocol):
 class NodeCall(Protocol):
     """One request in one node's protocol (see gateway.upstreams.adapters)."""
 
-    path: str
-    body: bytes
+    @property
+    def path(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
 
     def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]: ...
     def relay(self) -> StreamRelay: ...

@@ -27,7 +27,14 @@ def flush_request_logs(max_batches: int = 50) -> int:
             raw = client.lrange(BUFFER, 0, BATCH - 1)
             if not raw:
                 break
-            rows = [r for r in (to_row_kwargs(item) for item in raw) if r is not None]
+            rows = [
+                r
+                for r in (
+                    to_row_kwargs(item if isinstance(item, bytes) else item.encode())
+                    for item in raw
+                )
+                if r is not None
+            ]
             # ignore_conflicts: a retry after a crash between insert and trim re-inserts
             # entries whose request_id already exists; they are skipped, not duplicated.
             RequestLog.objects.bulk_create(

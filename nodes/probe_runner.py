@@ -5,6 +5,7 @@ returns to READY). Used by the periodic task and the admin's "Probe now"."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import httpx
 from django.conf import settings
@@ -67,7 +68,7 @@ def record_pass_ratios(passed: dict[str, bool]) -> None:
         )
         for name, prev in zip(names, old, strict=True)
     }
-    client.hset(HEALTH_KEY, mapping=updated)
+    client.hset(HEALTH_KEY, mapping=cast(Any, updated))  # redis-py's Mapping is invariant
 
 
 def _follow_up(outcome: ProbeOutcome) -> None:

@@ -29,7 +29,7 @@ def free_port() -> int:
 
 def database_url() -> str:
     db = settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3"):
+    if str(db["ENGINE"]).endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""

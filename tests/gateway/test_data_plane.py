@@ -4,10 +4,12 @@ process in front of simulator processes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.models import ApiKey
 from gateway.services import apikey_create, apikey_revoke
@@ -16,7 +18,7 @@ from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 
 SIM = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture
@@ -24,8 +26,8 @@ def world(gateway: GatewayProcess, simulator: Callable[..., SimProcess]) -> Worl
     return build(gateway, {"gpu1": simulator(*SIM)})
 
 
-def client(world: World, **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0, **kwargs)
+def client(world: World) -> openai.OpenAI:
+    return openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0)
 
 
 def test_chat_completion_with_the_openai_client(world: World) -> None:
@@ -56,14 +58,12 @@ def test_the_node_gets_native_ollama_with_num_ctx_and_keep_alive(
     assert body["truncate"] is False and body["shift"] is False
 
 
-def world_sim_requests(world: World) -> list[dict[str, object]]:
-    node = world.nodes["gpu1"]
-    return httpx.get(_control(node.base_url) + "/_sim/requests").json()["requests"]
-
-
-def _control(base_url: str) -> str:
-    # The simulator serves its control API on the main port too.
-    return base_url
+def world_sim_requests(world: World) -> list[dict[str, Any]]:
+    # The simulator serves its control API on its main port too.
+    reply: list[dict[str, Any]] = httpx.get(world.nodes["gpu1"].base_url + "/_sim/requests").json()[
+        "requests"
+    ]
+    return reply
 
 
 async def test_streaming_with_the_async_client(world: World) -> None:

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 from django.db import OperationalError
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway import tasks
 from gateway.logbuffer import BUFFER
@@ -17,7 +18,7 @@ from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 FAST = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
 
 

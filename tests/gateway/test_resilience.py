@@ -12,12 +12,13 @@ import openai
 import pytest
 import redis
 from django.conf import settings
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess, free_port
 from tests.simulators import SimProcess
 
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 FAST = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
 
 

@@ -33,6 +33,7 @@ from gateway.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], bytes, Send], Awaitable[None]]
+WATCH_AFTER_S = 0.02
 
 
 def owns(path: str) -> bool:
@@ -66,19 +67,50 @@ class GatewayApp:
                 [],
             )
             return
-        work = asyncio.ensure_future(self.dispatch(scope, path, method, body, send))
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
-        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            gone.cancel()
-            work.result()
-            return
-        # The client went away: cancel the upstream call now so its slot frees at once.
-        work.cancel()
+        await self._serve_until_client_leaves(scope, path, method, body, receive, send)
+
+    async def _serve_until_client_leaves(
+        self,
+        scope: dict[str, Any],
+        path: str,
+        method: str,
+        body: bytes,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Run the request in this task; if the client disconnects, cancel it at once so the
+        upstream call stops and the slot frees.
+
+        Channels would not deliver `http.disconnect` while the handler awaits (DESIGN.md), so
+        a watcher task reads it. Most requests finish in a few milliseconds, so the watcher is
+        only started once a request has run for WATCH_AFTER_S: a task per request costs."""
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"gone": False, "finished": False}
+        watcher: list[asyncio.Task[None]] = []
+
+        def on_gone(fut: asyncio.Task[None]) -> None:
+            if state["finished"] or fut.cancelled() or fut.exception() is not None:
+                return
+            state["gone"] = True
+            task.cancel()
+
+        def watch() -> None:
+            watcher.append(asyncio.ensure_future(_wait_disconnect(receive)))
+            watcher[0].add_done_callback(on_gone)
+
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
         try:
-            await work
+            await self.dispatch(scope, path, method, body, send)
         except asyncio.CancelledError:
-            pass
+            if not state["gone"]:
+                raise
+            task.uncancel()  # the client left; this request ends quietly
+        finally:
+            state["finished"] = True
+            timer.cancel()
+            for w in watcher:
+                w.cancel()
 
     async def dispatch(
         self, scope: dict[str, Any], path: str, method: str, body: bytes, send: Send

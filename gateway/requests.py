@@ -96,7 +96,8 @@ class EmbeddingRequest:
 # --- small typed readers --------------------------------------------------------------------
 
 
-def _type_name(value: object) -> str:
+def json_type_name(value: object) -> str:
+    """How an error message names the JSON type a client sent."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -114,9 +115,9 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _invalid_type(param: str, expected: str, value: object) -> GatewayError:
+def invalid_type(param: str, expected: str, value: object) -> GatewayError:
     return bad_request(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)}.",
+        f"Invalid type for '{param}': expected {expected}, but got {json_type_name(value)}.",
         param,
         "invalid_type",
     )
@@ -146,7 +147,7 @@ def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise _invalid_type(key, "a boolean", value)
+        raise invalid_type(key, "a boolean", value)
     return value
 
 
@@ -157,7 +158,7 @@ def _int(
     if value is None:
         return None
     if not _is_int(value):
-        raise _invalid_type(key, "an integer", value)
+        raise invalid_type(key, "an integer", value)
     if minimum is not None and value < minimum:
         raise _invalid_value(key, f"{value} is less than the minimum of {minimum}.")
     if maximum is not None and value > maximum:
@@ -170,7 +171,7 @@ def _number(body: dict[str, Any], key: str, minimum: float, maximum: float) -> f
     if value is None:
         return None
     if not _is_number(value):
-        raise _invalid_type(key, "a number", value)
+        raise invalid_type(key, "a number", value)
     if not minimum <= value <= maximum:
         raise _invalid_value(key, f"{value} is outside the range {minimum:g} to {maximum:g}.")
     return float(value)
@@ -183,7 +184,7 @@ def _model(body: dict[str, Any]) -> str:
             "You must provide a model parameter.", "model", "missing_required_parameter"
         )
     if not isinstance(model, str):
-        raise _invalid_type("model", "a string", model)
+        raise invalid_type("model", "a string", model)
     if not model.strip():
         raise _invalid_value("model", "the model name must not be empty.")
     return model
@@ -192,7 +193,9 @@ def _model(body: dict[str, Any]) -> str:
 def _object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request(
-            f"The request body must be a JSON object, not {_type_name(body)}.", None, "invalid_body"
+            f"The request body must be a JSON object, not {json_type_name(body)}.",
+            None,
+            "invalid_body",
         )
     return body
 
@@ -203,7 +206,7 @@ def _stream_and_usage(body: dict[str, Any]) -> tuple[bool, bool]:
     if options is None:
         return stream, False
     if not isinstance(options, dict):
-        raise _invalid_type("stream_options", "an object", options)
+        raise invalid_type("stream_options", "an object", options)
     if not stream:
         raise bad_request(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -214,7 +217,7 @@ def _stream_and_usage(body: dict[str, Any]) -> tuple[bool, bool]:
     if include is None:
         return stream, False
     if not isinstance(include, bool):
-        raise _invalid_type("stream_options.include_usage", "a boolean", include)
+        raise invalid_type("stream_options.include_usage", "a boolean", include)
     return stream, include
 
 
@@ -238,14 +241,14 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...] | None:
     if isinstance(stop, str):
         return (stop,)
     if not isinstance(stop, list):
-        raise _invalid_type("stop", "a string or an array of strings", stop)
+        raise invalid_type("stop", "a string or an array of strings", stop)
     if len(stop) > MAX_STOP_SEQUENCES:
         raise _invalid_value(
             "stop", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stop)}."
         )
     for i, item in enumerate(stop):
         if not isinstance(item, str):
-            raise _invalid_type(f"stop[{i}]", "a string", item)
+            raise invalid_type(f"stop[{i}]", "a string", item)
     return tuple(stop) or None
 
 
@@ -272,7 +275,7 @@ def _text_inputs(body: dict[str, Any], key: str, *, allow_empty: bool) -> str | 
             raise _invalid_value(key, "the input must not be an empty string.")
         return value
     if not isinstance(value, list):
-        raise _invalid_type(key, "a string or an array of strings", value)
+        raise invalid_type(key, "a string or an array of strings", value)
     if not value:
         raise _invalid_value(key, "the array must not be empty.")
     for i, item in enumerate(value):
@@ -288,7 +291,7 @@ def _text_inputs(body: dict[str, Any], key: str, *, allow_empty: bool) -> str | 
                 key,
                 "unsupported_value",
             )
-        raise _invalid_type(f"{key}[{i}]", "a string", item)
+        raise invalid_type(f"{key}[{i}]", "a string", item)
     return value
 
 
@@ -302,7 +305,7 @@ def _content_parts(parts: list[Any], role: str, param: str) -> None:
     for j, part in enumerate(parts):
         where = f"{param}[{j}]"
         if not isinstance(part, dict):
-            raise _invalid_type(where, "an object", part)
+            raise invalid_type(where, "an object", part)
         kind = part.get("type")
         if kind not in allowed:
             raise _invalid_value(
@@ -312,14 +315,14 @@ def _content_parts(parts: list[Any], role: str, param: str) -> None:
             )
         if kind == "text" or kind == "refusal":
             if not isinstance(part.get(kind), str):
-                raise _invalid_type(f"{where}.{kind}", "a string", part.get(kind))
+                raise invalid_type(f"{where}.{kind}", "a string", part.get(kind))
         else:
             image = part.get("image_url")
             if not isinstance(image, dict):
-                raise _invalid_type(f"{where}.image_url", "an object", image)
+                raise invalid_type(f"{where}.image_url", "an object", image)
             url = image.get("url")
             if not isinstance(url, str) or not url:
-                raise _invalid_type(f"{where}.image_url.url", "a non-empty string", url)
+                raise invalid_type(f"{where}.image_url.url", "a non-empty string", url)
 
 
 def _tool_calls(calls: object, param: str) -> bool:
@@ -327,22 +330,22 @@ def _tool_calls(calls: object, param: str) -> bool:
     if calls is None:
         return False
     if not isinstance(calls, list):
-        raise _invalid_type(param, "an array", calls)
+        raise invalid_type(param, "an array", calls)
     for k, call in enumerate(calls):
         where = f"{param}[{k}]"
         if not isinstance(call, dict):
-            raise _invalid_type(where, "an object", call)
+            raise invalid_type(where, "an object", call)
         if not isinstance(call.get("id"), str):
-            raise _invalid_type(f"{where}.id", "a string", call.get("id"))
+            raise invalid_type(f"{where}.id", "a string", call.get("id"))
         if call.get("type", "function") != "function":
             raise _invalid_value(f"{where}.type", "only 'function' tool calls are supported.")
         function = call.get("function")
         if not isinstance(function, dict):
-            raise _invalid_type(f"{where}.function", "an object", function)
+            raise invalid_type(f"{where}.function", "an object", function)
         if not isinstance(function.get("name"), str):
-            raise _invalid_type(f"{where}.function.name", "a string", function.get("name"))
+            raise invalid_type(f"{where}.function.name", "a string", function.get("name"))
         if not isinstance(function.get("arguments"), str):
-            raise _invalid_type(
+            raise invalid_type(
                 f"{where}.function.arguments", "a JSON string", function.get("arguments")
             )
     return bool(calls)
@@ -351,7 +354,7 @@ def _tool_calls(calls: object, param: str) -> bool:
 def _message(message: object, i: int) -> None:
     param = f"messages[{i}]"
     if not isinstance(message, dict):
-        raise _invalid_type(param, "an object", message)
+        raise invalid_type(param, "an object", message)
     role = message.get("role")
     if role not in _PART_TYPES:
         if role is None:
@@ -371,12 +374,12 @@ def _message(message: object, i: int) -> None:
     elif isinstance(content, list):
         _content_parts(content, role, f"{param}.content")
     elif not isinstance(content, str):
-        raise _invalid_type(f"{param}.content", "a string or an array of content parts", content)
+        raise invalid_type(f"{param}.content", "a string or an array of content parts", content)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise _invalid_type(f"{param}.tool_call_id", "a string", message.get("tool_call_id"))
+        raise invalid_type(f"{param}.tool_call_id", "a string", message.get("tool_call_id"))
     name = message.get("name")
     if name is not None and not isinstance(name, str):
-        raise _invalid_type(f"{param}.name", "a string", name)
+        raise invalid_type(f"{param}.name", "a string", name)
 
 
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -384,25 +387,25 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     if tools is None:
         return None
     if not isinstance(tools, list):
-        raise _invalid_type("tools", "an array", tools)
+        raise invalid_type("tools", "an array", tools)
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
         if not isinstance(tool, dict):
-            raise _invalid_type(where, "an object", tool)
+            raise invalid_type(where, "an object", tool)
         if tool.get("type") != "function":
             raise _invalid_value(f"{where}.type", "only 'function' tools are supported.")
         function = tool.get("function")
         if not isinstance(function, dict):
-            raise _invalid_type(f"{where}.function", "an object", function)
+            raise invalid_type(f"{where}.function", "an object", function)
         name = function.get("name")
         if not isinstance(name, str) or not name:
-            raise _invalid_type(f"{where}.function.name", "a non-empty string", name)
+            raise invalid_type(f"{where}.function.name", "a non-empty string", name)
         description = function.get("description")
         if description is not None and not isinstance(description, str):
-            raise _invalid_type(f"{where}.function.description", "a string", description)
+            raise invalid_type(f"{where}.function.description", "a string", description)
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
-            raise _invalid_type(f"{where}.function.parameters", "an object", parameters)
+            raise invalid_type(f"{where}.function.parameters", "an object", parameters)
     return tools or None
 
 
@@ -417,7 +420,7 @@ def _tool_choice(body: dict[str, Any]) -> str | dict[str, Any] | None:
             )
         return choice
     if not isinstance(choice, dict):
-        raise _invalid_type("tool_choice", "a string or an object", choice)
+        raise invalid_type("tool_choice", "a string or an object", choice)
     function = choice.get("function")
     if (
         choice.get("type") != "function"
@@ -436,7 +439,7 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     if fmt is None:
         return None
     if not isinstance(fmt, dict):
-        raise _invalid_type("response_format", "an object", fmt)
+        raise invalid_type("response_format", "an object", fmt)
     kind = fmt.get("type")
     if kind not in RESPONSE_FORMATS:
         raise _invalid_value(
@@ -446,9 +449,9 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "json_schema":
         spec = fmt.get("json_schema")
         if not isinstance(spec, dict):
-            raise _invalid_type("response_format.json_schema", "an object", spec)
+            raise invalid_type("response_format.json_schema", "an object", spec)
         if not isinstance(spec.get("schema"), dict):
-            raise _invalid_type(
+            raise invalid_type(
                 "response_format.json_schema.schema", "a JSON Schema object", spec.get("schema")
             )
     return fmt
@@ -471,7 +474,7 @@ def validate_chat(body: object) -> ChatRequest:
     if messages is None:
         raise _missing("messages")
     if not isinstance(messages, list):
-        raise _invalid_type("messages", "an array", messages)
+        raise invalid_type("messages", "an array", messages)
     if not messages:
         raise _invalid_value("messages", "the array must contain at least one message.")
     for i, message in enumerate(messages):
@@ -519,7 +522,7 @@ def validate_completion(body: object) -> CompletionRequest:
     prompt = _text_inputs(body, "prompt", allow_empty=True)
     suffix = body.get("suffix")
     if suffix is not None and not isinstance(suffix, str):
-        raise _invalid_type("suffix", "a string", suffix)
+        raise invalid_type("suffix", "a string", suffix)
     _n(body)
     best_of = _int(body, "best_of", minimum=1)
     if best_of is not None and best_of > 1:

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 
 from gateway.errors import NOT_RETRYABLE, GatewayError, bad_request, server_error
+from gateway.requests import invalid_type, json_type_name
 from gateway.staff_auth import IsStaff, StaffApiKeyAuthentication
 from nodes.load_tasks import load_status, start_load
 from nodes.loading import resolve_load_request
@@ -96,7 +97,9 @@ def parse_load_body(body: bytes) -> tuple[str, list[str] | None]:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise bad_request(
-            f"The request body must be a JSON object, not {_type_name(data)}.", None, "invalid_type"
+            f"The request body must be a JSON object, not {json_type_name(data)}.",
+            None,
+            "invalid_type",
         )
     for name in data:
         if name not in LOAD_FIELDS:
@@ -112,17 +115,17 @@ def parse_load_body(body: bytes) -> tuple[str, list[str] | None]:
             "Missing required parameter: 'model'.", "model", "missing_required_parameter"
         )
     if not isinstance(model, str):
-        raise _invalid_type("model", "a string", model)
+        raise invalid_type("model", "a string", model)
     if not model.strip():
         raise bad_request("Invalid value for 'model': it is empty.", "model", "invalid_value")
     nodes = data.get("nodes")
     if nodes is None:
         return model, None
     if not isinstance(nodes, list):
-        raise _invalid_type("nodes", "an array of node names", nodes)
+        raise invalid_type("nodes", "an array of node names", nodes)
     for index, name in enumerate(nodes):
         if not isinstance(name, str) or not name:
-            raise _invalid_type(f"nodes[{index}]", "a node name", name)
+            raise invalid_type(f"nodes[{index}]", "a node name", name)
     if not nodes:
         raise bad_request(
             "Invalid value for 'nodes': name at least one node, or leave 'nodes' out to load "
@@ -202,27 +205,3 @@ def _body(request: Request) -> bytes:
         raise bad_request(
             "Send the request body as JSON (Content-Type: application/json)."
         ) from None
-
-
-def _invalid_type(param: str, expected: str, value: object) -> GatewayError:
-    return bad_request(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)}.",
-        param,
-        "invalid_type",
-    )
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string" if value else "an empty string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

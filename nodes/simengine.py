@@ -93,6 +93,9 @@ class SimConfig:
     answer_tokens: int = 20
     embedding_dim: int = 384
     zero_latency: bool = False
+    # Ollama before v0.30.9 ignores `truncate`/`shift` and always shortens an oversized prompt
+    # silently: the case the gateway must detect from prompt_eval_count.
+    ignore_truncate: bool = False
     fault_seed: int | None = None
     error_rate: float = 0.0
     error_status: int = 500

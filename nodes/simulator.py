@@ -982,7 +982,9 @@ async def _ollama_generate_response(
         return _ollama_error(status, _ollama_injected_message(state))
     plan = plan_answer(answer, answer_tokens=state.config.answer_tokens)
     stream = body.get("stream") is not False
-    shift_allowed = body.get("truncate") is not False and body.get("shift") is not False
+    shift_allowed = state.config.ignore_truncate or (
+        body.get("truncate") is not False and body.get("shift") is not False
+    )
     num_keep = _int_or_none(common.options.get("num_keep"))
     try:
         async with Generation(
@@ -1808,6 +1810,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="/health answers 503 and inference 500 (vLLM EngineDeadError)",
     )
+    add(
+        "--ignore-truncate",
+        action="store_true",
+        help="behave like Ollama before v0.30.9: truncate oversized prompts silently even when "
+        "the request sends truncate/shift false",
+    )
     add("--fault-seed", type=int, default=None, help="seed for --error-rate draws")
     return parser
 
@@ -1842,6 +1850,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         answer_tokens=args.answer_tokens,
         embedding_dim=args.embedding_dim,
         zero_latency=args.zero_latency,
+        ignore_truncate=args.ignore_truncate,
         fault_seed=args.fault_seed,
         error_rate=args.error_rate,
         error_status=args.error_status,

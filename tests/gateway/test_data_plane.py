@@ -249,3 +249,38 @@ def test_health_readiness_and_metrics(world: World) -> None:
     assert 'clawdbot_node_weight{node="gpu1"} 220.0' in text
     assert 'clawdbot_node_in_flight{node="gpu1"} 0.0' in text
     assert 'clawdbot_tokens_total{kind="completion",model="qwen3-32b"}' in text
+
+
+def test_a_silently_truncated_prompt_is_flagged(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # The node really holds 1,024 tokens while the profile claims 8,192, and (like Ollama
+    # before v0.30.9) it ignores truncate:false: only prompt_eval_count gives it away.
+    sim = simulator(*SIM, "--context-length", "1024", "--ignore-truncate")
+    world = build(gateway, {"gpu1": sim})
+    prompt = "word " * 3000
+    response = httpx.post(
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": [{"role": "user", "content": prompt}]},
+        timeout=20,
+    )
+    assert response.status_code == 200
+    assert response.headers["x-clawdbot-prompt-truncated"] == "true"
+    assert response.json()["usage"]["prompt_tokens"] < 1024
+
+
+def test_a_node_that_refuses_an_oversized_prompt_maps_to_context_length_exceeded(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    sim = simulator(*SIM, "--context-length", "1024")
+    world = build(gateway, {"gpu1": sim})
+    response = httpx.post(
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": [{"role": "user", "content": "word " * 3000}]},
+        timeout=20,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert "x-clawdbot-prompt-truncated" not in response.headers

@@ -348,14 +348,3 @@ class Admission:
         for zset, lease in held:
             args += [zset, lease]
         await self._renew(keys=[KEY_PREFIX], args=args)
-
-
-async def node_load(client: aredis.Redis, names: list[str]) -> dict[str, tuple[int, int]]:
-    """(in flight, queued) per node, counting only live leases."""
-    now = int(time.time() * 1000)
-    async with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.zcount(KEY_PREFIX + "slots:" + name, now, "+inf")
-            pipe.zcount(KEY_PREFIX + "queue:" + name, now, "+inf")
-        counts = await pipe.execute()
-    return {name: (int(counts[2 * i]), int(counts[2 * i + 1])) for i, name in enumerate(names)}

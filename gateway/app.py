@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -32,7 +31,6 @@ from gateway.proxy import Exchange, Proxy, close_exchange
 from gateway.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
-Handler = Callable[[dict[str, Any], bytes, Send], Awaitable[None]]
 WATCH_AFTER_S = 0.02
 
 

@@ -71,9 +71,8 @@ async def send_response(send: Send, status: int, body: bytes, headers: Headers) 
 
 def error_headers(error: GatewayError, base: Headers) -> Headers:
     headers = [JSON, *base, *encode_headers(error.headers)]
-    if error.status in NOT_RETRYABLE or "x-should-retry" in error.headers:
-        if "x-should-retry" not in error.headers:
-            headers.append((b"x-should-retry", b"false"))
+    if error.status in NOT_RETRYABLE and "x-should-retry" not in error.headers:
+        headers.append((b"x-should-retry", b"false"))
     return headers
 
 

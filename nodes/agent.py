@@ -26,6 +26,12 @@ from nodes import telemetry, telemetry_store
 from nodes.choices import ApiKind
 from nodes.warmup import WarmTarget, warm
 
+
+def queue_for(node_name: str) -> str:
+    """The Celery queue a node's agent consumes; everything sent to the agent goes there."""
+    return f"node.{node_name}"
+
+
 log = logging.getLogger(__name__)
 
 OUTPUT_TAIL_BYTES = 2048

@@ -25,7 +25,7 @@ from django.db import IntegrityError
 
 from gateway.errors import GatewayError
 from nodes import telemetry_store
-from nodes.agent import warm_models
+from nodes.agent import queue_for, warm_models
 from nodes.models import Deployment, ModelProfile, Node
 from nodes.services import deployment_ensure, deployment_record_warmup
 from nodes.warmup import WarmTarget, WarmupResult, warm
@@ -285,7 +285,7 @@ def warm_and_record(deployments: list[Deployment], emit: Progress) -> None:
         wait_s = per_target_s * len(targets) + AGENT_SLACK_S
         # `expires`: should the agent be down after all, the job is dropped rather than run
         # long after this caller has reported it as failed.
-        call = warm_models.apply_async(args=[name, targets], queue=f"node.{name}", expires=wait_s)
+        call = warm_models.apply_async(args=[name, targets], queue=queue_for(name), expires=wait_s)
         agent_calls[name] = (call, time.monotonic() + wait_s)
 
     direct = [name for name in by_node if name not in alive]

@@ -20,6 +20,7 @@ from nodes import (
     telemetry_store,
     warming,
 )
+from nodes.agent import queue_for
 from nodes.choices import NodeState
 from nodes.healing import HealPolicy, decide
 from nodes.loading import NodeLoadResult, warm_and_record
@@ -29,10 +30,6 @@ from nodes.services import node_mark_state
 
 log = logging.getLogger(__name__)
 PROBE_LOCK = KEY_PREFIX + "lock:probe-nodes"
-
-
-def _node_queue(name: str) -> str:
-    return f"node.{name}"
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=40)
@@ -142,7 +139,7 @@ def _heal(node: Node, trigger: str) -> None:
         lambda: app.send_task(
             "nodes.agent.restart_backend",
             args=[node.name, node.restart_command, node.base_url, node.api_kind, wait_s],
-            queue=_node_queue(node.name),
+            queue=queue_for(node.name),
             expires=60,
             link=record_heal_result.s(event.pk),
             link_error=record_heal_failure.si(event.pk),
@@ -192,7 +189,7 @@ def dispatch_telemetry() -> int:
         app.send_task(
             "nodes.agent.collect_telemetry",
             args=[name],
-            queue=_node_queue(name),
+            queue=queue_for(name),
             expires=expires,
             ignore_result=True,
         )

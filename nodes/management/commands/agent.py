@@ -12,6 +12,7 @@ from django.db import DatabaseError, connections
 
 from clawdbot_site.celery import app
 from nodes import telemetry, telemetry_store
+from nodes.agent import queue_for
 from nodes.models import Node, validate_node_name
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Command(BaseCommand):
             raise CommandError(f"--node {name!r}: {' '.join(exc.messages)}") from None
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
-        queue = f"node.{name}"
+        queue = queue_for(name)
         self.stdout.write(f"Clawdbot node agent for {name}: queue {queue}; NVML {nvml_status()}")
         self.stdout.flush()
 

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 import orjson
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -25,11 +24,17 @@ from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
 from gateway.resp import RespError
 from gateway.runtime import Runtime
 from gateway.snapshot import KeyView, NodeView, Route
+from gateway.upstream_client import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
 # Failures worth another node: the node, not the request, is at fault.
-RETRYABLE_EXCEPTIONS = (httpx.TransportError,)
+RETRYABLE_EXCEPTIONS = (UpstreamError,)
 
 
 class StreamRelay(Protocol):
@@ -306,16 +311,16 @@ class Proxy:
 
     async def call_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
         try:
-            response = await self.rt.http.post(node.base_url + call.path, call.body)
+            response = await self.rt.http.post(node.base_url, call.path, call.body)
             try:
-                raw = await response.aread()
+                raw = await response.read()
             finally:
-                await response.aclose()
+                response.close()
         except RETRYABLE_EXCEPTIONS as exc:
             raise Retry(_transport_error(node, exc)) from None
-        if response.status_code != 200:
-            error = call.error(response.status_code, raw)
-            if response.status_code >= 500:
+        if response.status != 200:
+            error = call.error(response.status, raw)
+            if response.status >= 500:
                 raise Retry(error)
             ex.outcome = "ok"  # the node answered; the request was at fault
             raise error
@@ -353,25 +358,28 @@ class Proxy:
 
     async def stream_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
         try:
-            response = await self.rt.http.post(node.base_url + call.path, call.body)
+            response = await self.rt.http.post(node.base_url, call.path, call.body)
         except RETRYABLE_EXCEPTIONS as exc:
             raise Retry(_transport_error(node, exc)) from None
         try:
-            if response.status_code != 200:
-                raw = await response.aread()
-                error = call.error(response.status_code, raw)
-                if response.status_code >= 500:
+            if response.status != 200:
+                try:
+                    raw = await response.read()
+                except RETRYABLE_EXCEPTIONS as exc:
+                    raise Retry(_transport_error(node, exc)) from None
+                error = call.error(response.status, raw)
+                if response.status >= 500:
                     raise Retry(error)
                 ex.outcome = "ok"
                 raise error
             await self._relay(ex, node, response, call.relay())
         finally:
-            await response.aclose()
+            response.close()
 
     async def _relay(
-        self, ex: Exchange, node: NodeView, response: httpx.Response, relay: StreamRelay
+        self, ex: Exchange, node: NodeView, response: UpstreamResponse, relay: StreamRelay
     ) -> None:
-        chunks = response.stream.__aiter__()  # type: ignore[union-attr]
+        chunks = response
         keepalive = settings.CLAWDBOT_KEEPALIVE_S
         pending: asyncio.Task[bytes] | None = None
         try:
@@ -424,15 +432,15 @@ class Proxy:
 
 
 def _transport_error(node: NodeView, exc: Exception) -> GatewayError:
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, UpstreamTimeout):
         return GatewayError(
             504, f"Node {node.name} timed out.", "server_error", "upstream_timeout", None
         )
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, UpstreamConnectError):
         return upstream_unavailable(f"Node {node.name} refused the connection.", 1)
     return GatewayError(
         502,
-        f"Node {node.name} failed: {exc.__class__.__name__}.",
+        f"Node {node.name} failed: {exc}.",
         "server_error",
         "upstream_error",
         None,

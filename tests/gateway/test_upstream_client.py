@@ -156,6 +156,7 @@ async def test_a_pooled_connection_closed_by_the_node_is_replaced_silently(serve
 async def test_a_stale_connection_racing_the_request_is_retried_once(serve, client) -> None:
     """The node closes the pooled connection just as the request is written: no answer byte
     arrived, so the client sends it again on a new connection."""
+
     async def handler(server, request, writer) -> bool:
         if len(server.requests) == 1:
             writer.write(answer(b"{}"))

@@ -16,10 +16,10 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from clawdbot_site.daphne_tuning import skip_form_parsing  # noqa: E402
+from clawdbot_site import daphne_tuning  # noqa: E402
 from gateway.app import GatewayApp, owns  # noqa: E402
 
-skip_form_parsing()
+daphne_tuning.apply()
 
 gateway_application = GatewayApp()
 django_with_static = ASGIStaticFilesHandler(django_application)

@@ -2,13 +2,20 @@
 
 redis-py's asyncio client spends about 0.2 ms of CPU per call on connection-pool locking,
 retry wrappers and command packing (measured: 380-580 µs per sequential EVALSHA against
-174 µs for the same call written here, with hiredis parsing both). Everything that is not
-on the hot path keeps using redis-py."""
+174 µs for a stream-based call written here, and less again for this protocol-based one).
+Everything that is not on the hot path keeps using redis-py.
+
+One pipelined connection per process: calls are written as they come and their replies
+matched in order (Redis answers a connection's commands in order), so concurrent requests
+share one socket and need no pool. A caller that is cancelled simply leaves its reply to be
+read and dropped; nothing gets out of step. If the oldest unanswered call waits longer than
+the timeout, the connection is dropped and every waiting call fails with RespError."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -24,54 +31,78 @@ class NoScript(RespError):
 
 
 def encode(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        else:
-            data = str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """A command in RESP; hiredis packs it in C (three times faster than Python here)."""
+    return bytes(hiredis.pack_command(args))
 
 
-class _Connection:
-    __slots__ = ("parser", "reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self.parser = hiredis.Reader()
+        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.closed = False
 
-    async def call(self, payload: bytes) -> Any:
-        self.writer.write(payload)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        pending = self.pending
         while True:
-            reply = self.parser.gets()
-            if reply is not False:
-                break
-            data = await self.reader.read(65536)
-            if not data:
-                raise RespError("Redis closed the connection")
-            self.parser.feed(data)
-        if isinstance(reply, hiredis.ReplyError):
-            message = str(reply)
-            if message.startswith("NOSCRIPT"):
-                raise NoScript(message)
-            raise RespError(message)
-        return reply
+            try:
+                reply = self.parser.gets()
+            except hiredis.ProtocolError as exc:
+                self.fail(RespError(f"Redis sent something unreadable: {exc}"))
+                return
+            if reply is False:
+                return
+            if not pending:
+                self.fail(RespError("Redis sent a reply nobody asked for"))
+                return
+            future, _ = pending.popleft()
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                message = str(reply)
+                future.set_exception(
+                    NoScript(message) if message.startswith("NOSCRIPT") else RespError(message)
+                )
+            else:
+                future.set_result(reply)
 
-    def close(self) -> None:
-        self.writer.close()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail_pending(RespError("Redis closed the connection"))
+
+    def call(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        future = loop.create_future()
+        self.pending.append((future, loop.time()))
+        self.transport.write(payload)
+        return future
+
+    def fail(self, error: RespError) -> None:
+        """Drop the connection: its state is unknown."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail_pending(error)
+
+    def _fail_pending(self, error: RespError) -> None:
+        while self.pending:
+            future, _ = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
 
 
 class RespClient:
-    """Connections are taken from a free list, used by one call at a time, and returned."""
-
-    def __init__(self, url: str, *, timeout_s: float = 5.0, max_idle: int = 64) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self.max_idle = max_idle
-        self._idle: list[_Connection] = []
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._timer: asyncio.TimerHandle | None = None
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         self._unix = parts.path if parts.scheme == "unix" else None
@@ -85,52 +116,63 @@ class RespClient:
             db = parts.path.strip("/")
         self._db = int(db or 0)
 
-    async def _connect(self) -> _Connection:
-        if self._unix is not None:
-            reader, writer = await asyncio.open_unix_connection(self._unix)
-        else:
-            reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
-        conn = _Connection(reader, writer)
-        if self._password is not None:
-            auth = (
-                ("AUTH", self._username, self._password)
-                if self._username
-                else (
-                    "AUTH",
-                    self._password,
-                )
-            )
-            await conn.call(encode(auth))
-        if self._db:
-            await conn.call(encode(("SELECT", self._db)))
-        return conn
-
     async def call(self, *args: Any) -> Any:
-        conn = self._idle.pop() if self._idle else None
-        try:
-            async with asyncio.timeout(self.timeout_s):  # a timer, not a task per call
-                if conn is None:
-                    conn = await self._connect()
-                reply = await conn.call(encode(args))
-        except RespError:
-            if conn is not None:
-                self._release(conn)  # an error reply leaves the connection usable
-            raise
-        except (TimeoutError, OSError, asyncio.CancelledError, hiredis.ProtocolError) as exc:
-            # Unknown state (half-read reply, cancelled mid-call): never reuse this connection.
-            if conn is not None:
-                conn.close()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise RespError(f"Redis unreachable: {exc.__class__.__name__}: {exc}") from None
-        self._release(conn)
-        return reply
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        loop = asyncio.get_running_loop()
+        future = conn.call(encode(args), loop)
+        if self._timer is None:
+            self._timer = loop.call_later(self.timeout_s, self._check_timeouts)
+        return await future
 
-    def _release(self, conn: _Connection) -> None:
-        if len(self._idle) < self.max_idle:
-            self._idle.append(conn)
+    def _check_timeouts(self) -> None:
+        # One timer per client, re-armed while calls are waiting, instead of one per call.
+        self._timer = None
+        conn = self._conn
+        if conn is None or not conn.pending:
+            return
+        loop = asyncio.get_running_loop()
+        due = conn.pending[0][1] + self.timeout_s
+        if loop.time() >= due - 0.001:
+            conn.fail(RespError(f"Redis did not answer within {self.timeout_s:g} s"))
+            return
+        self._timer = loop.call_at(due, self._check_timeouts)
+
+    async def _connection(self) -> _Connection:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:  # one connect for all callers that found none
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                return conn
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    conn = await self._connect()
+            except (TimeoutError, OSError) as exc:
+                raise RespError(f"Redis unreachable: {exc.__class__.__name__}: {exc}") from None
+            self._conn = conn
+            return conn
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        conn: _Connection
+        if self._unix is not None:
+            _, conn = await loop.create_unix_connection(_Connection, self._unix)
         else:
-            conn.close()
+            _, conn = await loop.create_connection(
+                _Connection, self._host, self._port, ssl=self._ssl
+            )
+        try:
+            if self._password is not None:
+                auth = ("AUTH", self._username, self._password) if self._username else None
+                await conn.call(encode(auth or ("AUTH", self._password)), loop)
+            if self._db:
+                await conn.call(encode(("SELECT", self._db)), loop)
+        except BaseException:
+            conn.fail(RespError("connection set-up failed"))
+            raise
+        return conn
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -139,3 +181,11 @@ class RespClient:
             # Redis restarted (or SCRIPT FLUSH): load it and try once more.
             await self.call("SCRIPT", "LOAD", script)
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._conn is not None:
+            self._conn.fail(RespError("client closed"))
+            self._conn = None

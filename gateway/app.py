@@ -28,7 +28,7 @@ from gateway.http import (
     send_response,
 )
 from gateway.proxy import Exchange, Proxy, close_exchange
-from gateway.runtime import Runtime, get_runtime
+from gateway.runtime import Runtime, current_runtime, get_runtime
 
 log = logging.getLogger(__name__)
 WATCH_AFTER_S = 0.02
@@ -146,7 +146,7 @@ class GatewayApp:
         ex = Exchange(endpoint=endpoint)
         rt: Runtime | None = None
         try:
-            rt = await get_runtime()
+            rt = current_runtime() or await get_runtime()
             snapshot = rt.snapshot
             ex.key = authenticate(header(scope, b"authorization"), snapshot, settings.SECRET_KEY)
             payload = _parse_json(body)
@@ -171,7 +171,12 @@ class GatewayApp:
                 await send_error(send, failure, ex.base_headers())
         finally:
             if rt is not None:
-                await asyncio.shield(close_exchange(rt, ex))
+                if ex.status == 499:  # being cancelled: finish the bookkeeping regardless
+                    await asyncio.shield(close_exchange(rt, ex))
+                else:
+                    # No task per request: with the Redis connection up, the closing script
+                    # is written before the first await, so a late cancel cannot lose it.
+                    await close_exchange(rt, ex)
 
     async def models(self, scope: dict[str, Any], path: str, send: Send) -> None:
         try:

@@ -25,9 +25,11 @@ MODELS = KEY_PREFIX + "m:models"
 SEP = "\x1f"
 
 
+_BUCKET_FIELDS = [repr(bound) for bound in BUCKETS] + ["+Inf"]
+
+
 def bucket_field(seconds: float) -> str:
-    index = bisect_left(BUCKETS, seconds)
-    return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
+    return _BUCKET_FIELDS[bisect_left(BUCKETS, seconds)]
 
 
 def record_args(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
@@ -21,6 +22,7 @@ def parse_keep_alive(value: str) -> float | None:
     return None if seconds < 0 else seconds
 
 
+@functools.lru_cache(maxsize=256)  # on every Ollama request; profiles have few values
 def keep_alive_wire_value(value: str) -> str | int:
     """What to send to Ollama: plain numbers as integers, durations as strings."""
     text = value.strip()

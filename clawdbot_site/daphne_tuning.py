@@ -12,7 +12,10 @@ that is otherwise about a millisecond long (py-spy under `make bench`; figures i
    socket for writability and sends on the next loop iteration. Under the asyncio reactor
    that is two epoll_ctl calls and one more loop turn per response (about 7 % of the CPU and
    one iteration of latency). When nothing is queued ahead, the patched write sends at once
-   and leaves only what the socket would not take to twisted's usual path."""
+   and leaves only what the socket would not take to twisted's usual path.
+4. Daphne leaves Nagle's algorithm on: with eager writes, a response's header and body
+   segments could wait for an ACK between them. TCP_NODELAY, as asyncio sets on its own
+   sockets."""
 
 from __future__ import annotations
 
@@ -94,7 +97,28 @@ def write_eagerly() -> None:
     connection._clawdbot_eager = True
 
 
+def no_delay() -> None:
+    try:
+        from twisted.web.http import HTTPChannel
+    except ImportError:
+        return
+    channel: Any = HTTPChannel
+    if getattr(channel, "_clawdbot_no_delay", False):
+        return
+    original = channel.connectionMade
+
+    def connectionMade(self: Any) -> None:
+        original(self)
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
+    channel.connectionMade = connectionMade
+    channel._clawdbot_no_delay = True
+
+
 def apply() -> None:
     skip_form_parsing()
     skip_twisted_access_log()
     write_eagerly()
+    no_delay()

@@ -235,7 +235,8 @@ class Admission:
     def __init__(
         self, client: aredis.Redis, resp: RespClient, policy: EjectionPolicy | None = None
     ) -> None:
-        # The two per-request calls go through the lean client; redis-py serves the rest.
+        # The per-request calls (admit, release) go through the lean client; redis-py
+        # loads the scripts and renews leases.
         self._resp = resp
         self._admit = client.register_script(ADMIT)
         self._release = client.register_script(RELEASE)
@@ -285,17 +286,22 @@ class Admission:
         for script in (self._admit, self._release, self._renew):
             await script.registered_client.script_load(script.script)
 
-    def _release_args(
+    async def release(
         self,
+        *,
         lease: str,
         node: str,
         outcome: str,
-        key_id: int | None,
-        token_delta: int,
-        queued: bool,
-    ) -> list[Any]:
+        key_id: int | None = None,
+        token_delta: int = 0,
+        queued: bool = False,
+        record: list[Any] | None = None,
+    ) -> int:
+        """Free the slot (or queue place); `outcome` ok|fail|neutral feeds ejection. With
+        `record` (metrics and the log entry), also record the finished request: see RELEASE.
+        Returns the ejection cooldown in ms when this failure ejected the node, else 0."""
         p = self.policy
-        return [
+        args: list[Any] = [
             int(time.time() * 1000),
             lease,
             node,
@@ -307,38 +313,9 @@ class Admission:
             token_delta,
             1 if queued else 0,
         ]
-
-    async def release(
-        self,
-        *,
-        lease: str,
-        node: str,
-        outcome: str,
-        key_id: int | None = None,
-        token_delta: int = 0,
-        queued: bool = False,
-    ) -> int:
-        """Free the slot (or queue place); `outcome` ok|fail|neutral feeds ejection.
-        Returns the ejection cooldown in ms when this failure ejected the node, else 0."""
-        args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
-        return int(await self._release(keys=[KEY_PREFIX], args=args))
-
-    async def close(
-        self,
-        *,
-        lease: str,
-        node: str,
-        outcome: str,
-        key_id: int | None,
-        token_delta: int,
-        queued: bool,
-        record: list[Any],
-    ) -> int:
-        """Release (when a lease is held) and record a finished request: see RELEASE."""
-        args = self._release_args(lease, node, outcome, key_id, token_delta, queued)
-        return int(
-            await self._resp.evalsha(self._release.sha, RELEASE, [KEY_PREFIX], args + record)
-        )
+        if record:
+            args += record
+        return int(await self._resp.evalsha(self._release.sha, RELEASE, [KEY_PREFIX], args))
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
         """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs."""

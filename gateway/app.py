@@ -28,7 +28,7 @@ from gateway.http import (
     send_response,
 )
 from gateway.proxy import Exchange, Proxy, close_exchange
-from gateway.runtime import Runtime, current_runtime, get_runtime
+from gateway.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 WATCH_AFTER_S = 0.02
@@ -146,7 +146,7 @@ class GatewayApp:
         ex = Exchange(endpoint=endpoint)
         rt: Runtime | None = None
         try:
-            rt = current_runtime() or await get_runtime()
+            rt = await get_runtime()
             snapshot = rt.snapshot
             ex.key = authenticate(header(scope, b"authorization"), snapshot, settings.SECRET_KEY)
             payload = _parse_json(body)

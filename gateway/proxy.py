@@ -379,7 +379,6 @@ class Proxy:
     async def _relay(
         self, ex: Exchange, node: NodeView, response: UpstreamResponse, relay: StreamRelay
     ) -> None:
-        chunks = response
         keepalive = settings.CLAWDBOT_KEEPALIVE_S
         pending: asyncio.Task[bytes] | None = None
         try:
@@ -387,7 +386,7 @@ class Proxy:
                 if not ex.content_sent:
                     # Before the first content byte: keep the client's connection alive
                     # through a slow prefill, and a failure is still worth another node.
-                    pending = pending or asyncio.ensure_future(chunks.__anext__())
+                    pending = pending or asyncio.ensure_future(response.__anext__())
                     done, _ = await asyncio.wait({pending}, timeout=keepalive)
                     if not done:
                         await self.start_stream(ex)
@@ -402,7 +401,7 @@ class Proxy:
                         raise Retry(_transport_error(node, exc)) from None
                 else:
                     try:
-                        chunk = await chunks.__anext__()
+                        chunk = await response.__anext__()
                     except StopAsyncIteration:
                         break
                 out = relay.feed(chunk)
@@ -477,7 +476,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         rt.leases.pop(lease, None)
         ex.lease = ""
     try:
-        await rt.admission.close(
+        await rt.admission.release(
             lease=lease,
             node=ex.lease_node,
             outcome=ex.outcome,

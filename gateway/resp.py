@@ -165,8 +165,11 @@ class RespClient:
             )
         try:
             if self._password is not None:
-                auth = ("AUTH", self._username, self._password) if self._username else None
-                await conn.call(encode(auth or ("AUTH", self._password)), loop)
+                if self._username:
+                    auth: tuple[str, ...] = ("AUTH", self._username, self._password)
+                else:
+                    auth = ("AUTH", self._password)
+                await conn.call(encode(auth), loop)
             if self._db:
                 await conn.call(encode(("SELECT", self._db)), loop)
         except BaseException:

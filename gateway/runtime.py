@@ -67,11 +67,6 @@ async def _read_version(client: aredis.Redis) -> int:
     return int(value or 0)
 
 
-def current_runtime() -> Runtime | None:
-    """The runtime once started: a plain call, cheaper than awaiting get_runtime()."""
-    return _runtime
-
-
 async def get_runtime() -> Runtime:
     global _runtime, _lock
     if _runtime is not None:

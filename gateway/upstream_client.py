@@ -300,7 +300,7 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def release(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser carries on with the next answer on this connection (llhttp keep-alive).
         self.client._pool(self)
 
     def abort(self) -> None:

@@ -254,18 +254,6 @@ def warm_prefetch(
     return results, skipped
 
 
-def warm_target(deployment: Deployment) -> WarmTarget:
-    node, profile = deployment.node, deployment.profile
-    return WarmTarget(
-        base_url=node.base_url,
-        api_kind=node.api_kind,
-        upstream_model=profile.upstream_model,
-        context_window=profile.context_window,
-        keep_alive=profile.keep_alive,
-        warmup_prompt=profile.warmup_prompt,
-    )
-
-
 def warm_and_record(deployments: list[Deployment], emit: Progress) -> None:
     """Warm each deployment and record the outcome on it. Nodes are warmed in parallel, the
     models of one node one after the other (two cold loads on the same GPUs only slow each
@@ -281,7 +269,7 @@ def warm_and_record(deployments: list[Deployment], emit: Progress) -> None:
 
     agent_calls: dict[str, tuple[AsyncResult, float]] = {}
     for name in sorted(alive):
-        targets = [asdict(warm_target(d)) for d in by_node[name]]
+        targets = [asdict(WarmTarget.of(d)) for d in by_node[name]]
         wait_s = per_target_s * len(targets) + AGENT_SLACK_S
         # `expires`: should the agent be down after all, the job is dropped rather than run
         # long after this caller has reported it as failed.
@@ -293,7 +281,7 @@ def warm_and_record(deployments: list[Deployment], emit: Progress) -> None:
         max_workers=max(1, min(MAX_PARALLEL_NODES, len(direct))), thread_name_prefix="warm"
     ) as pool:
         futures: dict[Future[list[WarmupResult]], str] = {
-            pool.submit(_warm_directly, [warm_target(d) for d in by_node[name]]): name
+            pool.submit(_warm_directly, [WarmTarget.of(d) for d in by_node[name]]): name
             for name in direct
         }
         while futures or agent_calls:

@@ -152,14 +152,7 @@ def _deploy(
 def _warm(node: Node, deployment: Deployment, progress: Callable[[str], None]) -> None:
     profile = deployment.profile
     progress(f"warming {profile.model_id} on {node.name} (keep_alive {profile.keep_alive}) …")
-    target = WarmTarget(
-        base_url=node.base_url,
-        api_kind=node.api_kind,
-        upstream_model=profile.upstream_model,
-        context_window=profile.context_window,
-        keep_alive=profile.keep_alive,
-        warmup_prompt=profile.warmup_prompt,
-    )
+    target = WarmTarget.of(deployment)
     result: WarmupResult = _run(lambda c: warm(c, target), settings.CLAWDBOT_WARMUP_TIMEOUT_S)
     deployment_record_warmup(deployment=deployment, result=result)
     if not result.ok:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from nodes.choices import ApiKind
 from nodes.keepalive import keep_alive_wire_value
+
+if TYPE_CHECKING:
+    from nodes.models import Deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,18 @@ class WarmTarget:
     context_window: int
     keep_alive: str
     warmup_prompt: str
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> WarmTarget:
+        node, profile = deployment.node, deployment.profile
+        return cls(
+            base_url=node.base_url,
+            api_kind=node.api_kind,
+            upstream_model=profile.upstream_model,
+            context_window=profile.context_window,
+            keep_alive=profile.keep_alive,
+            warmup_prompt=profile.warmup_prompt,
+        )
 
 
 @dataclass(frozen=True, slots=True)

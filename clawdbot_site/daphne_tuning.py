@@ -1,58 +1,20 @@
-"""Measured fixes to daphne's HTTP layer (twisted underneath), applied once when the ASGI
-application is loaded. Each one removes work whose result nobody uses, on a request path
-that is otherwise about a millisecond long (py-spy under `make bench`; figures in README).
+"""Measured changes to daphne's HTTP layer (twisted underneath), applied once when the ASGI
+application is loaded. The request path is about a millisecond long; these were the largest
+costs on it that bought nothing (py-spy under `make bench`; figures in README).
 
-1. Twisted (24 and later) parses every POST's Content-Type with the `email` package to find
-   HTML form submissions: about a fifth of the CPU per request. Daphne hands the raw body to
-   the ASGI application and never reads twisted's parsed form arguments.
-2. Twisted's HTTPFactory formats a combined-log access line for every request and hands it
-   to twisted's global log, which nobody observes under daphne (daphne writes its own access
-   log): about 4 % of the CPU per request, and the buffered events cost memory.
-3. Twisted never writes on `transport.write()`: it buffers, asks the reactor to watch the
+1. HTTP parsing and writing: twisted.web's channel and daphne's request object cost about
+   40 % of the process's CPU per request. `fast_http` parses with httptools instead and
+   keeps the rest of daphne (application instances, scope, timeouts, access log).
+2. Twisted never writes on `transport.write()`: it buffers, asks the reactor to watch the
    socket for writability and sends on the next loop iteration. Under the asyncio reactor
    that is two epoll_ctl calls and one more loop turn per response (about 7 % of the CPU and
    one iteration of latency). When nothing is queued ahead, the patched write sends at once
-   and leaves only what the socket would not take to twisted's usual path.
-4. Daphne leaves Nagle's algorithm on: with eager writes, a response's header and body
-   segments could wait for an ACK between them. TCP_NODELAY, as asyncio sets on its own
-   sockets."""
+   and leaves only what the socket would not take to twisted's usual path."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-
-
-def skip_form_parsing() -> None:
-    try:
-        from daphne.http_protocol import WebRequest
-    except ImportError:  # not running under daphne
-        return
-    if getattr(WebRequest, "_clawdbot_tuned", False):
-        return
-    original = WebRequest.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self._parsePOSTFormSubmission = False
-
-    WebRequest.__init__ = __init__
-    WebRequest._clawdbot_tuned = True
-
-
-def skip_twisted_access_log() -> None:
-    try:
-        from daphne.http_protocol import HTTPFactory
-    except ImportError:
-        return
-    if getattr(HTTPFactory, "_clawdbot_tuned", False):
-        return
-
-    def log(self: Any, request: Any) -> None:
-        return None
-
-    HTTPFactory.log = log
-    HTTPFactory._clawdbot_tuned = True
 
 
 def write_eagerly() -> None:
@@ -97,28 +59,11 @@ def write_eagerly() -> None:
     connection._clawdbot_eager = True
 
 
-def no_delay() -> None:
-    try:
-        from twisted.web.http import HTTPChannel
-    except ImportError:
-        return
-    channel: Any = HTTPChannel
-    if getattr(channel, "_clawdbot_no_delay", False):
-        return
-    original = channel.connectionMade
-
-    def connectionMade(self: Any) -> None:
-        original(self)
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
-
-    channel.connectionMade = connectionMade
-    channel._clawdbot_no_delay = True
-
-
 def apply() -> None:
-    skip_form_parsing()
-    skip_twisted_access_log()
+    try:
+        from clawdbot_site import fast_http
+    except ImportError:  # not running under daphne
+        pass
+    else:
+        fast_http.install()
     write_eagerly()
-    no_delay()

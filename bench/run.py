@@ -159,6 +159,41 @@ async def stream_load(
         return chunks / (time.perf_counter() - started), ttfts
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Move every thread of a process (sched_setaffinity on a pid moves only its main one)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
+def hop_rtt_us(here: int, there: int, n: int = 2000) -> float:
+    """p50 round trip of one byte over a socketpair to a process on CPU `there`, from this
+    process moved to CPU `here`, with idle gaps between pings like a 1-connection client's."""
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the echo
+        os.sched_setaffinity(0, {there})
+        a.close()
+        while data := b.recv(1):
+            b.send(data)
+        os._exit(0)
+    b.close()
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {here})
+    samples = []
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            a.send(b"x")
+            a.recv(1)
+            samples.append((time.perf_counter() - started) * 1e6)
+            time.sleep(0.0002)
+    finally:
+        a.close()
+        os.waitpid(pid, 0)
+        os.sched_setaffinity(0, before)
+    return statistics.median(samples)
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
@@ -242,8 +277,19 @@ def main() -> int:
 
         direct_rps = rps(sim_chat, NATIVE, plain)
         gateway_rps = rps(gw_chat, CHAT, auth)
+        # Latency at one connection is measured with everything on one CPU: the direct path
+        # (client and simulator) crosses no CPU, and the gateway's path would otherwise cross
+        # six times per request, each a wake-up of an idle virtual CPU (see the hop row).
+        if gateway_cpus and other_cpus:
+            split_direct = asyncio.run(latencies(sim_chat, NATIVE, plain, 500))
+            split_gateway = asyncio.run(latencies(gw_chat, CHAT, auth, 500))
+            pin(gateway.pid, other_cpus)
         direct_lat = asyncio.run(latencies(sim_chat, NATIVE, plain, 500))
         gateway_lat = asyncio.run(latencies(gw_chat, CHAT, auth, 500))
+        if gateway_cpus and other_cpus:
+            pin(gateway.pid, gateway_cpus)
+            here, there = min(other_cpus), min(gateway_cpus)
+            same_hop, cross_hop = hop_rtt_us(here, here), hop_rtt_us(here, there)
         stream_body = {**CHAT, "stream": True}
         native_stream = {**NATIVE, "stream": True}
         direct_cps, direct_ttft = asyncio.run(stream_load(sim_chat, native_stream, plain, 8, b"\n"))
@@ -269,6 +315,14 @@ def main() -> int:
              f"{statistics.median(gateway_ttft):.2f}", f"+{ttft_added:.2f} ms", ""),
             ("gateway peak RSS MB", "", f"{rss:.0f}", "", "<= 130"),
         ]  # fmt: skip
+        if gateway_cpus and other_cpus:
+            split_added = pct(split_gateway, 50) - pct(split_direct, 50)
+            rows[3:3] = [
+                ("  p50, gateway on own CPU", f"{pct(split_direct, 50):.2f}",
+                 f"{pct(split_gateway, 50):.2f}", f"+{split_added:.2f} ms", "(info)"),
+                ("  CPU hop round trip, us", f"{same_hop:.0f} same", f"{cross_hop:.0f} across",
+                 "", "(info)"),
+            ]  # fmt: skip
         pinning = (
             f"gateway pinned to CPU {sorted(gateway_cpus)}, the rest to {sorted(other_cpus or [])}"
             if gateway_cpus
@@ -280,6 +334,11 @@ def main() -> int:
         print(f"{'measure':<28} {'simulator':>11} {'gateway':>11} {'ratio/added':>12}  target")
         for name, direct, via, ratio, target in rows:
             print(f"{name:<28} {direct:>11} {via:>11} {ratio:>12}  {target}")
+        if gateway_cpus:
+            print(
+                "1-connection latency: everything on one CPU (no CPU crossings on either path);"
+                " the info row repeats it with the gateway on its own CPU."
+            )
         return 0
     finally:
         for proc in procs:

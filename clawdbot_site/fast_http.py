@@ -587,8 +587,14 @@ def build_protocol(self: Any, addr: Any) -> FastHTTPChannel:
     return FastHTTPChannel(self)
 
 
+def http11_only(self: Any) -> list[bytes]:
+    # Over TLS, ALPN must not offer h2: this channel speaks HTTP/1.1 only.
+    return [b"http/1.1"]
+
+
 def install() -> None:
     """Serve daphne's HTTP connections with FastHTTPChannel (idempotent)."""
     factory: Any = HTTPFactory
     if factory.buildProtocol is not build_protocol:
         factory.buildProtocol = build_protocol
+        factory.acceptableProtocols = http11_only

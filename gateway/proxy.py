@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from gateway import metrics
 from gateway.admission import Verdict
 from gateway.errors import GatewayError, upstream_unavailable
 from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
+from gateway.ids import new_id
 from gateway.resp import RespError
 from gateway.runtime import Runtime
 from gateway.snapshot import KeyView, NodeView, Route
@@ -76,7 +76,7 @@ class Exchange:
     endpoint: str
     started: float = field(default_factory=time.perf_counter)
     wall: float = field(default_factory=time.time)
-    request_id: str = field(default_factory=lambda: "req-" + os.urandom(12).hex())
+    request_id: str = field(default_factory=lambda: "req-" + new_id())
     key: KeyView | None = None
     model: str = ""
     served_model: str = ""
@@ -218,7 +218,7 @@ class Proxy:
     ) -> NodeView:
         key = ex.key
         assert key is not None
-        lease = os.urandom(12).hex()
+        lease = new_id()
         verdict = await self._admit(
             lease=lease,
             routes=routes,

@@ -4,7 +4,6 @@ and keep_alive are always set); OpenAI-compatible nodes get the client's body pa
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
+from gateway.ids import new_id
 from gateway.plan import Plan
 from gateway.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.snapshot import NodeView, ProfileView
@@ -104,7 +104,7 @@ class _Ids:
 
     @classmethod
     def new(cls, prefix: str) -> _Ids:
-        return cls(prefix + os.urandom(12).hex(), int(time.time()))
+        return cls(prefix + new_id(), int(time.time()))
 
 
 @dataclass

@@ -31,7 +31,6 @@ from __future__ import annotations
 import array
 import base64
 import math
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError, bad_request, model_not_found, upstream_unavailable
+from gateway.ids import new_id
 from gateway.requests import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 from gateway.tokens import PART_SEPARATOR
 
@@ -64,7 +64,7 @@ def _unsupported(message: str, param: str) -> GatewayError:
 
 
 def _new_call_id() -> str:
-    return "call_" + os.urandom(12).hex()
+    return "call_" + new_id()
 
 
 # --- requests -------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class GatewayApp:
             watcher.append(asyncio.ensure_future(_wait_disconnect(receive)))
             watcher[0].add_done_callback(on_gone)
 
-        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
+        timer = task.get_loop().call_later(WATCH_AFTER_S, watch)
         try:
             await self.dispatch(scope, path, method, body, send)
         except asyncio.CancelledError:

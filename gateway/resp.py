@@ -36,6 +36,8 @@ def encode(args: tuple[Any, ...]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
+    loop: asyncio.AbstractEventLoop  # set once connected
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = hiredis.Reader()
@@ -45,6 +47,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # Kept, so a call need not ask for the running loop: on Python 3.11 each asking
+        # is a getpid system call.
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed(data)
@@ -120,7 +125,7 @@ class RespClient:
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        loop = asyncio.get_running_loop()
+        loop = conn.loop
         future = conn.call(encode(args), loop)
         if self._timer is None:
             self._timer = loop.call_later(self.timeout_s, self._check_timeouts)
@@ -132,7 +137,7 @@ class RespClient:
         conn = self._conn
         if conn is None or not conn.pending:
             return
-        loop = asyncio.get_running_loop()
+        loop = conn.loop
         due = conn.pending[0][1] + self.timeout_s
         if loop.time() >= due - 0.001:
             conn.fail(RespError(f"Redis did not answer within {self.timeout_s:g} s"))

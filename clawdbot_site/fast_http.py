@@ -29,6 +29,7 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES, parse_x_forwarded_for
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.http_headers import Headers
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,14 @@ class FastRequest:
         self.request_start = time.time()
         self.server.protocol_connected(self)
         self.registered = True
+        try:
+            self._start()
+        except Exception:
+            # A header daphne cannot decode (X-Forwarded-For), say: an answer, not a hang.
+            logger.exception("HTTP processing error")
+            self.basic_error(500, b"Internal Server Error", "Daphne HTTP processing error")
+
+    def _start(self) -> None:
         channel = self.channel
         assert channel is not None
         root_path = self.server.root_path
@@ -211,7 +220,7 @@ class FastRequest:
         self.channel = None
         if self.application_queue is not None and not self.finished:
             self.application_queue.put_nowait({"type": "http.disconnect"})
-        if self.registered:
+        if self.registered and not self.finished:
             self.server.protocol_disconnected(self)
 
     # --- the response side (daphne's server calls these)
@@ -259,6 +268,8 @@ class FastRequest:
                 has_server = True
             elif lowered == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
+            if b"\r" in value or b"\n" in value:
+                value = value.replace(b"\r", b" ").replace(b"\n", b" ")  # no injected lines
             parts.append(name + b": " + value + b"\r\n")
         if not has_server and self.server.server_name:
             parts.append(b"server: " + self.server.server_name.encode() + b"\r\n")
@@ -295,7 +306,10 @@ class FastRequest:
             self.application_queue.put_nowait({"type": "http.disconnect"})
         self.server.protocol_disconnected(self)
         if self.server.action_logger:
-            self._log()
+            try:
+                self._log()
+            except Exception:
+                logger.exception("access log failed")
         channel.request_done(self)
 
     def _log(self) -> None:
@@ -376,6 +390,11 @@ class FastHTTPChannel(Protocol):
         self.paused = False
         self.closed = False
         self.handover: bytes | None = None  # an upgrade request, waiting for its turn
+        self.rejection: tuple[int, str] | None = None  # for a bad request behind others
+        self.advancing = False  # starting the next requests (see request_done)
+        self.closing = False
+        self._head_fed = 0  # bytes fed while a request's head is incomplete
+        self._in_head = False
         self.idle_since = time.monotonic()
         self.idle_timer: Any = None
         self._url = b""
@@ -400,8 +419,15 @@ class FastHTTPChannel(Protocol):
         self.idle_timer = _reactor().callLater(IDLE_TIMEOUT_S, self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.rejection is not None:
             return
+        if self._in_head:
+            # httptools gathers a header value itself before calling on_header, so a value
+            # that never ends must be cut off here, not there.
+            self._head_fed += len(data)
+            if self._head_fed > MAX_HEAD_BYTES + 65_536:
+                self._reject(431, "Request Header Fields Too Large")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -430,6 +456,8 @@ class FastHTTPChannel(Protocol):
     # --- httptools callbacks
 
     def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_fed = 0
         self._url = b""
         self._headers = []
         self._head_bytes = 0
@@ -451,6 +479,7 @@ class FastHTTPChannel(Protocol):
             raise HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         parser = self.parser
         if parser.should_upgrade():
             self._upgrade = True  # feed_data raises HttpParserUpgrade: handed over there
@@ -496,16 +525,28 @@ class FastHTTPChannel(Protocol):
             # follows on this connection cannot be told apart from the rest of that body.
             self._close()
             return
-        if self.waiting:
-            self.current = self.waiting.popleft()
-            self.current.start()
-        else:
-            self.idle_since = time.monotonic()
-            if self.handover is not None:
-                data, self.handover = self.handover, None
-                self._switch_to_twisted(data)
-                return
-        if self.paused and not self.waiting:
+        if self.advancing:
+            return  # a request answered as it started: the loop below goes on
+        self.advancing = True
+        try:
+            # A loop, not recursion: each started request may be answered at once (400).
+            while self.current is None and self.waiting and not self.closing:
+                self.current = self.waiting.popleft()
+                self.current.start()
+        finally:
+            self.advancing = False
+        if self.current is not None or self.closing:
+            return
+        self.idle_since = time.monotonic()
+        if self.rejection is not None:
+            status, reason = self.rejection
+            self._write_rejection(status, reason)
+            return
+        if self.handover is not None:
+            data, self.handover = self.handover, None
+            self._switch_to_twisted(data)
+            return
+        if self.paused:
             self.paused = False
             if self.transport is not None:
                 self.transport.resumeProducing()
@@ -516,21 +557,28 @@ class FastHTTPChannel(Protocol):
             self.transport.pauseProducing()
 
     def _close(self) -> None:
+        self.closing = True
         if self.transport is not None:
             self.transport.loseConnection()
 
     def _reject(self, status: int, reason: str) -> None:
-        """A request that cannot be parsed: answer it (if nothing is being answered) and
-        close, as twisted does."""
+        """A request that cannot be parsed: answer it and close, as twisted does; behind
+        requests still being answered, once they are."""
         self.parsing = None
-        if self.current is None:
-            body = f"{status} {reason}".encode()
-            self.write(
-                status_line(status)
-                + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
-                + b"connection: close\r\n\r\n"
-                + body
-            )
+        if self.current is not None or self.waiting:
+            self.rejection = (status, reason)  # nothing more is read from this connection
+            self._pause()
+            return
+        self._write_rejection(status, reason)
+
+    def _write_rejection(self, status: int, reason: str) -> None:
+        body = f"{status} {reason}".encode()
+        self.write(
+            status_line(status)
+            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
+            + b"connection: close\r\n\r\n"
+            + body
+        )
         self.closed = True
         self._close()
 
@@ -564,7 +612,10 @@ class FastHTTPChannel(Protocol):
         if self.idle_timer is not None and self.idle_timer.active():
             self.idle_timer.cancel()
         channel = ORIGINAL_BUILD_PROTOCOL(self.factory, None)
-        transport.protocol = channel  # type: ignore[attr-defined]
+        if isinstance(transport, ProtocolWrapper):  # TLS
+            transport.wrappedProtocol = channel
+        else:
+            transport.protocol = channel
         channel.makeConnection(transport)
         if self.paused:
             self.paused = False

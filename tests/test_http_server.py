@@ -263,3 +263,39 @@ def test_upgrade_requests_are_handed_to_daphnes_own_channel(conn: Conn) -> None:
     assert b"\r\nContent-Type: " in answer.raw, "twisted capitalises header names"
     conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert conn.read().status == 200, "the connection stays with twisted and keeps working"
+
+
+def test_many_pipelined_requests_answered_at_once_do_not_recurse(conn: Conn) -> None:
+    # Each of these is refused as it starts (a header byte daphne does not allow); answering
+    # them one inside the other would overflow the stack long before 300.
+    bad = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Odd: \x85\r\n\r\n"
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + bad * 300)
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    answers = [conn.read() for _ in range(302)]
+    assert answers[0].status == 200
+    assert {a.status for a in answers[1:301]} == {400}
+    assert answers[301].status == 200 and json.loads(answers[301].body) == {"status": "ok"}
+
+
+def test_a_bad_request_behind_a_good_one_waits_for_its_answer(world: World, conn: Conn) -> None:
+    body = json.loads(CHAT)
+    body["stream"] = True
+    conn.send(
+        post("/v1/chat/completions", json.dumps(body).encode(), world.key)
+        + b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n"
+    )
+    streamed, refused = conn.read(), conn.read()
+    assert streamed.status == 200 and streamed.body.endswith(b"data: [DONE]\n\n")
+    assert refused.status == 400 and refused.headers["connection"] == "close"
+    assert conn.closed_by_server()
+
+
+def test_a_header_value_that_never_ends_is_cut_off(conn: Conn) -> None:
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+    for _ in range(40):  # 40 x 8 KiB, no end of line
+        try:
+            conn.send(b"a" * 8192)
+        except (BrokenPipeError, ConnectionResetError):
+            break  # closed already, as it should be
+    answer = conn.read()
+    assert answer.status == 431

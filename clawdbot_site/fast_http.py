@@ -39,6 +39,9 @@ MAX_HEAD_BYTES = 16_384
 MAX_HEADERS = 500
 # A connection with no request in progress for this long is closed (twisted's default).
 IDLE_TIMEOUT_S = 60.0
+# After an answer sent before its request's body was read (413), how long the rest of the body
+# is read and dropped before the connection is closed (see FastHTTPChannel.request_done).
+DRAIN_S = 5.0
 
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -393,6 +396,8 @@ class FastHTTPChannel(Protocol):
         self.rejection: tuple[int, str] | None = None  # for a bad request behind others
         self.advancing = False  # starting the next requests (see request_done)
         self.closing = False
+        self.draining = False
+        self.drain_timer: Any = None
         self._head_fed = 0  # bytes fed while a request's head is incomplete
         self._in_head = False
         self.idle_since = time.monotonic()
@@ -419,7 +424,7 @@ class FastHTTPChannel(Protocol):
         self.idle_timer = _reactor().callLater(IDLE_TIMEOUT_S, self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closed or self.rejection is not None:
+        if self.closed or self.draining or self.rejection is not None:
             return
         if self._in_head:
             # httptools gathers a header value itself before calling on_header, so a value
@@ -443,8 +448,9 @@ class FastHTTPChannel(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
-        if self.idle_timer is not None and self.idle_timer.active():
-            self.idle_timer.cancel()
+        for timer in (self.idle_timer, self.drain_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
         seen = set()
         for request in (self.current, *self.waiting, self.parsing):
             if request is not None and id(request) not in seen:
@@ -520,9 +526,14 @@ class FastHTTPChannel(Protocol):
         if request is not self.current:
             return
         self.current = None
-        if not request.keep_alive or not request.body_complete:
-            # The client said close, or the answer came before the whole body (413): what
-            # follows on this connection cannot be told apart from the rest of that body.
+        if not request.body_complete:
+            # Answered before the whole body came (413): what follows on this connection
+            # cannot be told apart from the rest of that body, so it ends. But closing with
+            # unread bytes makes the kernel send a reset, which can destroy the answer before
+            # the client reads it: send the end of our side, and drop what still comes.
+            self._drain_then_close()
+            return
+        if not request.keep_alive:
             self._close()
             return
         if self.advancing:
@@ -555,6 +566,12 @@ class FastHTTPChannel(Protocol):
         if not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pauseProducing()
+
+    def _drain_then_close(self) -> None:
+        self.closing = self.draining = True
+        if self.transport is not None:
+            self.transport.loseWriteConnection()
+            self.drain_timer = _reactor().callLater(DRAIN_S, self._close)
 
     def _close(self) -> None:
         self.closing = True

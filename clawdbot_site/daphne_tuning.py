@@ -60,10 +60,12 @@ def write_eagerly() -> None:
 
 
 def apply() -> None:
+    from django.conf import settings
+
     try:
         from clawdbot_site import fast_http
     except ImportError:  # not running under daphne
         pass
     else:
-        fast_http.install()
+        fast_http.install(idle_timeout_s=settings.CLAWDBOT_HTTP_IDLE_S)
     write_eagerly()

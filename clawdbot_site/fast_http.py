@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 # Limits on a request's head, as twisted's channel has them (it answers 400 past them).
 MAX_HEAD_BYTES = 16_384
 MAX_HEADERS = 500
-# A connection with no request in progress for this long is closed (twisted's default).
-IDLE_TIMEOUT_S = 60.0
+# A connection with no request in progress for this long is closed; `install` sets it from
+# CLAWDBOT_HTTP_IDLE_S.
+IDLE_TIMEOUT_S = 75.0
 # After an answer sent before its request's body was read (413), how long the rest of the body
 # is read and dropped before the connection is closed (see FastHTTPChannel.request_done).
 DRAIN_S = 5.0
@@ -608,7 +609,7 @@ class FastHTTPChannel(Protocol):
             if remaining <= 0:
                 self._close()
                 return
-        self.idle_timer = _reactor().callLater(max(remaining, 1.0), self._check_idle)
+        self.idle_timer = _reactor().callLater(max(remaining, 0.25), self._check_idle)
 
     # --- upgrades go to daphne's own channel
 
@@ -660,8 +661,11 @@ def http11_only(self: Any) -> list[bytes]:
     return [b"http/1.1"]
 
 
-def install() -> None:
+def install(idle_timeout_s: float | None = None) -> None:
     """Serve daphne's HTTP connections with FastHTTPChannel (idempotent)."""
+    global IDLE_TIMEOUT_S
+    if idle_timeout_s is not None:
+        IDLE_TIMEOUT_S = idle_timeout_s
     factory: Any = HTTPFactory
     if factory.buildProtocol is not build_protocol:
         factory.buildProtocol = build_protocol

@@ -260,6 +260,9 @@ CLAWDBOT_CONNECT_TIMEOUT_S = env_float("CLAWDBOT_CONNECT_TIMEOUT_S", 3.0, minimu
 CLAWDBOT_FIRST_BYTE_TIMEOUT_S = env_float("CLAWDBOT_FIRST_BYTE_TIMEOUT_S", 120.0, minimum=0.1)
 CLAWDBOT_READ_TIMEOUT_S = env_float("CLAWDBOT_READ_TIMEOUT_S", 120.0, minimum=0.1)
 CLAWDBOT_KEEPALIVE_S = env_float("CLAWDBOT_KEEPALIVE_S", 2.0, minimum=0.05)
+# Longer than the usual load balancer's idle timeout (AWS ALB: 60 s), so the gateway never
+# closes a kept-alive connection just as the balancer reuses it (the balancer answers 502).
+CLAWDBOT_HTTP_IDLE_S = env_float("CLAWDBOT_HTTP_IDLE_S", 75.0, minimum=0.5)
 CLAWDBOT_EJECT_AFTER = env_int("CLAWDBOT_EJECT_AFTER", 3, minimum=1)
 CLAWDBOT_EJECT_COOLDOWN_S = env_float("CLAWDBOT_EJECT_COOLDOWN_S", 5.0, minimum=0.1)
 CLAWDBOT_EJECT_MAX_COOLDOWN_S = env_float("CLAWDBOT_EJECT_MAX_COOLDOWN_S", 120.0, minimum=0.1)

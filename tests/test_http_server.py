@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -109,6 +110,13 @@ def conn(gateway: GatewayProcess) -> Iterator[Conn]:
     c = Conn(gateway)
     yield c
     c.close()
+
+
+@pytest.fixture
+def quick_idle_gateway(gateway: GatewayProcess) -> Iterator[GatewayProcess]:
+    other = GatewayProcess({"CLAWDBOT_HTTP_IDLE_S": "1"})
+    yield other
+    other.stop()
 
 
 @pytest.fixture
@@ -303,3 +311,18 @@ def test_a_header_value_that_never_ends_is_cut_off(conn: Conn) -> None:
             break  # closed already, as it should be
     answer = conn.read()
     assert answer.status == 431
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    quick_idle_gateway: GatewayProcess,
+) -> None:
+    c = Conn(quick_idle_gateway)
+    try:
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read().status == 200
+        answered = time.monotonic()
+        assert c.closed_by_server()
+        idle = time.monotonic() - answered
+        assert 0.9 <= idle < 4, f"closed after {idle:.2f} s idle; CLAWDBOT_HTTP_IDLE_S is 1"
+    finally:
+        c.close()

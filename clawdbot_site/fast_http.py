@@ -190,17 +190,10 @@ class FastRequest:
         )
         if self.application_queue is None:
             return
-        if self.body_complete:
-            body = b"".join(self.body_parts)
-            self.body_parts = []
+        if self.body_complete or self.body_parts:  # what arrived before its turn
+            body, self.body_parts = b"".join(self.body_parts), []
             self.application_queue.put_nowait(
-                {"type": "http.request", "body": body, "more_body": False}
-            )
-        elif self.body_parts:
-            body = b"".join(self.body_parts)
-            self.body_parts = []
-            self.application_queue.put_nowait(
-                {"type": "http.request", "body": body, "more_body": True}
+                {"type": "http.request", "body": body, "more_body": not self.body_complete}
             )
 
     def body_received(self, chunk: bytes) -> None:
@@ -290,15 +283,17 @@ class FastRequest:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         if body and not self.bodyless:
-            self.sent_length += len(body)
-            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+            parts.append(self._framed(body))
         assert self.channel is not None
         self.channel.write(b"".join(parts))
 
     def _send_body(self, body: bytes) -> None:
-        self.sent_length += len(body)
         assert self.channel is not None
-        self.channel.write(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+        self.channel.write(self._framed(body))
+
+    def _framed(self, body: bytes) -> bytes:
+        self.sent_length += len(body)
+        return b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body
 
     def _finish(self) -> None:
         self.finished = True
@@ -396,8 +391,7 @@ class FastHTTPChannel(Protocol):
         self.handover: bytes | None = None  # an upgrade request, waiting for its turn
         self.rejection: tuple[int, str] | None = None  # for a bad request behind others
         self.advancing = False  # starting the next requests (see request_done)
-        self.closing = False
-        self.draining = False
+        self.closing = False  # our side is closing: what still comes is dropped
         self.drain_timer: Any = None
         self._head_fed = 0  # bytes fed while a request's head is incomplete
         self._in_head = False
@@ -406,7 +400,6 @@ class FastHTTPChannel(Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._upgrade = False
 
     # --- twisted Protocol
 
@@ -425,7 +418,7 @@ class FastHTTPChannel(Protocol):
         self.idle_timer = _reactor().callLater(IDLE_TIMEOUT_S, self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closed or self.draining or self.rejection is not None:
+        if self.closed or self.closing or self.rejection is not None:
             return
         if self._in_head:
             # httptools gathers a header value itself before calling on_header, so a value
@@ -448,10 +441,7 @@ class FastHTTPChannel(Protocol):
             self._reject(400, "Bad Request")
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.closed = True
-        for timer in (self.idle_timer, self.drain_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self._stop()
         seen = set()
         for request in (self.current, *self.waiting, self.parsing):
             if request is not None and id(request) not in seen:
@@ -459,6 +449,13 @@ class FastHTTPChannel(Protocol):
                 request.connection_lost()
         self.current = self.parsing = None
         self.waiting.clear()
+
+    def _stop(self) -> None:
+        """Nothing more is read or written through this channel."""
+        self.closed = True
+        for timer in (self.idle_timer, self.drain_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
 
     # --- httptools callbacks
 
@@ -468,7 +465,6 @@ class FastHTTPChannel(Protocol):
         self._url = b""
         self._headers = []
         self._head_bytes = 0
-        self._upgrade = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -489,8 +485,7 @@ class FastHTTPChannel(Protocol):
         self._in_head = False
         parser = self.parser
         if parser.should_upgrade():
-            self._upgrade = True  # feed_data raises HttpParserUpgrade: handed over there
-            return
+            return  # feed_data raises HttpParserUpgrade: handed over there
         request = FastRequest(
             self,
             parser.get_method(),
@@ -569,7 +564,7 @@ class FastHTTPChannel(Protocol):
             self.transport.pauseProducing()
 
     def _drain_then_close(self) -> None:
-        self.closing = self.draining = True
+        self.closing = True
         if self.transport is not None:
             self.transport.loseWriteConnection()
             self.drain_timer = _reactor().callLater(DRAIN_S, self._close)
@@ -626,9 +621,7 @@ class FastHTTPChannel(Protocol):
     def _switch_to_twisted(self, data: bytes) -> None:
         transport = self.transport
         assert transport is not None
-        self.closed = True
-        if self.idle_timer is not None and self.idle_timer.active():
-            self.idle_timer.cancel()
+        self._stop()
         channel = ORIGINAL_BUILD_PROTOCOL(self.factory, None)
         if isinstance(transport, ProtocolWrapper):  # TLS
             transport.wrappedProtocol = channel

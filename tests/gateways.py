@@ -16,6 +16,7 @@ import httpx
 import redis
 from django.conf import settings
 
+from clawdbot_site import processes
 from gateway.routing_version import VERSION_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,10 +103,4 @@ class GatewayProcess:
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc)

@@ -22,6 +22,8 @@ from typing import IO, Any
 
 import httpx
 
+from clawdbot_site import processes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 URL_RE = re.compile(r"listening on (http://\S+)")
 CONTROL_RE = re.compile(r"control=(http://\S+)")
@@ -78,13 +80,7 @@ class SimProcess:
         httpx.post(f"{self.control_url}/_sim/requests/clear", timeout=10).raise_for_status()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        processes.stop(self.proc, grace_s=5)
         if self._reader is not None:
             # The reader closes stdout once the dead process's pipe reaches EOF.
             self._reader.join(timeout=5)

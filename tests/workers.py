@@ -12,6 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from clawdbot_site import processes
 from clawdbot_site.celery import app
 from tests.gateways import database_url
 
@@ -70,11 +71,5 @@ class CeleryProcess:
         return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, grace_s=15)
         self.log.close()

@@ -27,7 +27,8 @@ from gateway.http import (
     send_error,
     send_response,
 )
-from gateway.proxy import Exchange, Proxy, close_exchange
+from gateway.proxy import Exchange, Proxy
+from gateway.records import close_exchange
 from gateway.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)

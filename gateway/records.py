@@ -1,0 +1,69 @@
+"""The closing bookkeeping of a request: its lease released, its metrics and its request-log
+entry recorded, in one Redis round trip (see admission.RELEASE)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from gateway import metrics
+from gateway.proxy import Exchange
+from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def close_exchange(rt: Runtime, ex: Exchange) -> None:
+    """Release the lease and record metrics and the request log: one pipelined round trip."""
+    duration = time.perf_counter() - ex.started
+    token_delta = 0
+    if ex.key is not None and ex.key.tpm_limit:
+        used = (ex.prompt_tokens or 0) + (ex.completion_tokens or 0)
+        token_delta = used - ex.estimated_tokens if used else 0
+    entry: dict[str, Any] = {
+        "request_id": ex.request_id,
+        "ts": ex.wall,
+        "endpoint": ex.endpoint,
+        "key_prefix": ex.key.prefix if ex.key else "",
+        "model": ex.model,
+        "served_model": ex.served_model or ex.model,
+        "node": ex.node,
+        "status": ex.status,
+        "stream": ex.stream,
+        "latency_ms": round(duration * 1000, 3),
+        "ttft_ms": round(ex.ttft * 1000, 3) if ex.ttft is not None else None,
+        "prompt_tokens": ex.prompt_tokens,
+        "completion_tokens": ex.completion_tokens,
+        "attempts": ex.attempts or (1 if ex.node else 0),
+        "error_code": (ex.error.code or ex.error.type) if ex.error else "",
+        "error_message": ex.error.message[:500] if ex.error else "",
+    }
+    lease = ex.lease
+    if lease:
+        rt.leases.pop(lease, None)
+        ex.lease = ""
+    try:
+        await rt.admission.release(
+            lease=lease,
+            node=ex.lease_node,
+            outcome=ex.outcome,
+            key_id=ex.key.id if ex.key else None,
+            token_delta=token_delta,
+            queued=ex.lease_queued,
+            record=metrics.record_args(
+                model=ex.model,
+                node=ex.node,
+                status=ex.status,
+                duration_s=duration,
+                ttft_s=ex.ttft if ex.status == 200 else None,
+                prompt_tokens=ex.prompt_tokens,
+                completion_tokens=ex.completion_tokens,
+                log_entry=orjson.dumps(entry),
+            ),
+        )
+    except Exception as exc:
+        # Redis is down: the lease lapses by itself; the log line goes to the process log.
+        log.warning("could not record %s: %s; %s", ex.request_id, exc, orjson.dumps(entry))

@@ -257,7 +257,10 @@ CLAWDBOT_MAX_BODY_BYTES = env_int("CLAWDBOT_MAX_BODY_BYTES", 10 * 1024 * 1024, m
 CLAWDBOT_MAX_ATTEMPTS = env_int("CLAWDBOT_MAX_ATTEMPTS", 3, minimum=1)
 CLAWDBOT_QUEUE_TIMEOUT_S = env_float("CLAWDBOT_QUEUE_TIMEOUT_S", 30.0, minimum=0.0)
 CLAWDBOT_CONNECT_TIMEOUT_S = env_float("CLAWDBOT_CONNECT_TIMEOUT_S", 3.0, minimum=0.1)
-CLAWDBOT_FIRST_BYTE_TIMEOUT_S = env_float("CLAWDBOT_FIRST_BYTE_TIMEOUT_S", 120.0, minimum=0.1)
+# How long a node may take to start its answer: a streaming answer's prefill, or the whole
+# generation of one answered without streaming (Ollama sends nothing until it is done), so it
+# is longer than the read timeout, the longest pause allowed between parts of an answer.
+CLAWDBOT_FIRST_BYTE_TIMEOUT_S = env_float("CLAWDBOT_FIRST_BYTE_TIMEOUT_S", 300.0, minimum=0.1)
 CLAWDBOT_READ_TIMEOUT_S = env_float("CLAWDBOT_READ_TIMEOUT_S", 120.0, minimum=0.1)
 CLAWDBOT_KEEPALIVE_S = env_float("CLAWDBOT_KEEPALIVE_S", 2.0, minimum=0.05)
 # Longer than the usual load balancer's idle timeout (AWS ALB: 60 s), so the gateway never

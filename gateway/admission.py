@@ -169,7 +169,9 @@ if lease ~= '' then
   end
   local ek = p .. 'eject:' .. node
   if outcome == 'ok' then
-    if redis.call('EXISTS', ek) == 1 then redis.call('HSET', ek, 'fails', 0, 'count', 0) end
+    -- A success ends the run of failures but not the memory of past ejections: a node that
+    -- keeps failing again gets longer cooldowns until it stays quiet for the key's hour.
+    if redis.call('EXISTS', ek) == 1 then redis.call('HSET', ek, 'fails', 0) end
   elseif outcome == 'fail' then
     local fails = redis.call('HINCRBY', ek, 'fails', 1)
     redis.call('PEXPIRE', ek, 3600000)

@@ -10,12 +10,18 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.exceptions import RedisError
 
 from gateway import metrics
 from gateway.auth import authenticate
 from gateway.endpoints import GENERATION_ENDPOINTS, prepare
-from gateway.errors import GatewayError, bad_request, model_not_found, server_error
+from gateway.errors import (
+    GatewayError,
+    bad_request,
+    model_not_found,
+    server_error,
+    upstream_unavailable,
+)
 from gateway.http import (
     JSON,
     BodyTooLarge,
@@ -30,6 +36,7 @@ from gateway.http import (
 from gateway.proxy import Exchange, Proxy
 from gateway.records import close_exchange
 from gateway.runtime import Runtime, get_runtime
+from gateway.snapshot import KeyView, Snapshot
 
 log = logging.getLogger(__name__)
 WATCH_AFTER_S = 0.02
@@ -43,6 +50,18 @@ def owns(path: str) -> bool:
     return path.startswith("/v1/") or path in ("/v1", "/healthz", "/readyz", "/metrics")
 
 
+def _is_api(path: str) -> bool:
+    """/v1 requests are logged and counted; the probes (/healthz, /readyz, /metrics) are not."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def _endpoint(path: str) -> str:
+    """The request log's name for the endpoint of a /v1 path."""
+    if path == "/v1/models" or path.startswith("/v1/models/"):
+        return "models"
+    return GENERATION_ENDPOINTS.get(path, "unknown")
+
+
 class GatewayApp:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
@@ -52,19 +71,21 @@ class GatewayApp:
         try:
             body = await read_body(scope, receive, settings.CLAWDBOT_MAX_BODY_BYTES)
         except ClientGone:
+            if _is_api(path):
+                await self.record(scope, Exchange(endpoint=_endpoint(path), status=499))
             return
         except BodyTooLarge:
             limit = settings.CLAWDBOT_MAX_BODY_BYTES
-            await send_error(
-                send,
-                GatewayError(
-                    413,
-                    f"Request body too large: the limit is {limit} bytes.",
-                    "invalid_request_error",
-                    "request_too_large",
-                ),
-                [],
+            error = GatewayError(
+                413,
+                f"Request body too large: the limit is {limit} bytes.",
+                "invalid_request_error",
+                "request_too_large",
             )
+            if _is_api(path):
+                await self.refuse(scope, _endpoint(path), error, send)
+            else:
+                await send_error(send, error, [])
             return
         await self._serve_until_client_leaves(scope, path, method, body, receive, send)
 
@@ -117,13 +138,13 @@ class GatewayApp:
         endpoint = GENERATION_ENDPOINTS.get(path)
         if endpoint is not None:
             if method != "POST":
-                await _method_not_allowed(send, method, path, "POST")
+                await self.refuse(scope, endpoint, _method_not_allowed(method, path, "POST"), send)
                 return
             await self.generation(scope, endpoint, body, send)
             return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
-                await _method_not_allowed(send, method, path, "GET")
+                await self.refuse(scope, "models", _method_not_allowed(method, path, "GET"), send)
                 return
             await self.models(scope, path, send)
             return
@@ -133,13 +154,31 @@ class GatewayApp:
         if path == "/metrics":
             await self.metrics(send)
             return
-        await send_error(
-            send,
-            GatewayError(
-                404, f"Unknown request URL: {method} {path}.", "invalid_request_error", "not_found"
-            ),
-            [],
+        error = GatewayError(
+            404, f"Unknown request URL: {method} {path}.", "invalid_request_error", "not_found"
         )
+        await self.refuse(scope, "unknown", error, send)
+
+    async def refuse(
+        self, scope: dict[str, Any], endpoint: str, error: GatewayError, send: Send
+    ) -> None:
+        """Answer a /v1 request stopped before any handler (wrong method, unknown URL, body
+        too large), and record it like any other."""
+        ex = Exchange(endpoint=endpoint, status=error.status, error=error)
+        await send_error(send, error, ex.base_headers())
+        await self.record(scope, ex)
+
+    async def record(self, scope: dict[str, Any], ex: Exchange) -> None:
+        """The closing bookkeeping of a request that never reached the proxy: it holds no
+        lease, so the closing script only records its metrics and request-log entry."""
+        try:
+            rt = await get_runtime()
+        except Exception as exc:
+            log.warning("%s: not recorded, no routing snapshot: %s", ex.request_id, exc)
+            return
+        if ex.key is None:
+            ex.key = _valid_key(scope, rt.snapshot)
+        await close_exchange(rt, ex)
 
     async def generation(
         self, scope: dict[str, Any], endpoint: str, body: bytes, send: Send
@@ -162,10 +201,13 @@ class GatewayApp:
         except asyncio.CancelledError:
             ex.status = 499  # client closed the request (nginx's code)
             raise
-        except Exception:
-            log.exception("%s: unexpected error", ex.request_id)
-            failure = server_error()
-            ex.status, ex.error = 500, failure
+        except Exception as exc:
+            if rt is None:  # the routing snapshot could not be loaded
+                failure = _config_unavailable(ex.request_id, exc)
+            else:
+                log.exception("%s: unexpected error", ex.request_id)
+                failure = server_error()
+            ex.status, ex.error = failure.status, failure
             if ex.response_started:
                 await _end_stream_with(send, failure)
             else:
@@ -180,24 +222,26 @@ class GatewayApp:
                     await close_exchange(rt, ex)
 
     async def models(self, scope: dict[str, Any], path: str, send: Send) -> None:
+        ex = Exchange(endpoint="models")
         try:
             rt = await get_runtime()
+        except Exception as exc:
+            await send_error(send, _config_unavailable(ex.request_id, exc), ex.base_headers())
+            return
+        try:
             key = authenticate(header(scope, b"authorization"), rt.snapshot, settings.SECRET_KEY)
+            ex.key = key
+            body = _models_answer(rt.snapshot, key, path, ex)
         except GatewayError as error:
-            await send_error(send, error, [])
-            return
-        visible = [p for p in rt.snapshot.profiles.values() if key.may_use(p.model_id)]
-        cards = {p.model_id: _model_card(p) for p in visible}
-        if path == "/v1/models":
-            listing = {"object": "list", "data": [cards[m] for m in sorted(cards)]}
-            await send_response(send, 200, orjson.dumps(listing), [JSON])
-            return
-        model_id = path.removeprefix("/v1/models/")
-        card = cards.get(model_id)
-        if card is None:
-            await send_error(send, model_not_found(model_id), [])
-            return
-        await send_response(send, 200, orjson.dumps(card), [JSON])
+            ex.status, ex.error = error.status, error
+            await send_error(send, error, ex.base_headers())
+        except Exception:
+            log.exception("%s: unexpected error", ex.request_id)
+            ex.status, ex.error = 500, server_error()
+            await send_error(send, ex.error, ex.base_headers())
+        else:
+            await send_response(send, 200, body, [JSON, *ex.base_headers()])
+        await close_exchange(rt, ex)
 
     async def readyz(self, send: Send) -> None:
         problems = []
@@ -223,19 +267,61 @@ class GatewayApp:
         await send_response(send, 503 if problems else 200, orjson.dumps(body), [JSON])
 
     async def metrics(self, send: Send) -> None:
-        rt = await get_runtime()
+        """Prometheus text, or a 503 in the OpenAI error shape: never the server's own 500."""
+        try:
+            rt = await get_runtime()
+        except Exception as exc:
+            await send_error(send, _config_unavailable("/metrics", exc), [])
+            return
         try:
             data = await metrics.fetch(rt.redis, rt.snapshot, int(time.time() * 1000))
-        except Exception as exc:
+            body = metrics.render(data)
+        except (RedisError, OSError) as exc:
             log.warning("metrics unavailable: %s", exc)
-            error = GatewayError(503, "Metrics are unavailable: Redis unreachable.", "server_error")
-            await send_error(send, error, [])
+            error = upstream_unavailable("Metrics are unavailable: Redis unreachable.", 2)
+        except Exception:
+            log.exception("metrics could not be rendered")
+            error = upstream_unavailable(
+                "Metrics could not be rendered; the gateway's log says why.", 5
+            )
+        else:
+            await send_response(send, 200, body, [(b"content-type", metrics.CONTENT_TYPE)])
             return
-        registry = CollectorRegistry()
-        registry.register(metrics.RedisCollector(data))
-        await send_response(
-            send, 200, generate_latest(registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())]
-        )
+        await send_error(send, error, [])
+
+
+def _config_unavailable(request_id: str, exc: Exception) -> GatewayError:
+    """The answer while the routing snapshot cannot be loaded: the database was unreachable
+    when this process started (once loaded, a snapshot is kept through outages)."""
+    log.warning("%s: the routing snapshot cannot be loaded: %s", request_id, exc)
+    return upstream_unavailable(
+        "The gateway cannot load its configuration (is its database reachable?); "
+        "try again shortly.",
+        5,
+    )
+
+
+def _valid_key(scope: dict[str, Any], snapshot: Snapshot) -> KeyView | None:
+    """The request's key if it is valid, so the log says who sent a refused request."""
+    try:
+        return authenticate(header(scope, b"authorization"), snapshot, settings.SECRET_KEY)
+    except GatewayError:
+        return None
+
+
+def _models_answer(snapshot: Snapshot, key: KeyView, path: str, ex: Exchange) -> bytes:
+    """The model list or one model's card: only models the key may use."""
+    cards = {
+        p.model_id: _model_card(p) for p in snapshot.profiles.values() if key.may_use(p.model_id)
+    }
+    if path == "/v1/models":
+        return orjson.dumps({"object": "list", "data": [cards[m] for m in sorted(cards)]})
+    ex.model = path.removeprefix("/v1/models/")
+    card = cards.get(ex.model)
+    if card is None:
+        raise model_not_found(ex.model)
+    ex.served_model = ex.model
+    return orjson.dumps(card)
 
 
 def _model_card(profile: Any) -> dict[str, Any]:
@@ -265,8 +351,8 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def _method_not_allowed(send: Send, method: str, path: str, allowed: str) -> None:
-    error = GatewayError(
+def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
+    return GatewayError(
         405,
         f"Method {method} is not allowed on {path}; use {allowed}.",
         "invalid_request_error",
@@ -274,7 +360,6 @@ async def _method_not_allowed(send: Send, method: str, path: str, allowed: str) 
         None,
         {"allow": allowed},
     )
-    await send_error(send, error, [])
 
 
 async def _end_stream_with(send: Send, error: GatewayError) -> None:

@@ -34,6 +34,15 @@ def _profile(snapshot: Snapshot, ex: Exchange, model: str) -> ProfileView:
     return profile
 
 
+def _estimate(ex: Exchange, prompt: int, requested: int | None, budget: int | None) -> None:
+    """What the request is expected to cost: the prompt (checked against the node's count
+    afterwards) and, for the tokens-per-minute limit, the prompt plus the output the client
+    asked for as clamped to the profile (a max_tokens above the profile's maximum can never
+    be generated, so it must not count against the key)."""
+    ex.prompt_estimate = prompt
+    ex.estimated_tokens = prompt + (budget or 0) if requested is not None else prompt
+
+
 def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> UpstreamCall:
     if endpoint == "chat":
         chat = validate_chat(payload)
@@ -41,7 +50,7 @@ def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> Up
         ex.stream = chat.stream
         prompt = estimate_chat_prompt_tokens(chat.messages, chat.tools)
         plan = plan_generation(profile, prompt, chat.max_tokens)
-        ex.estimated_tokens = prompt + (chat.max_tokens or 0)
+        _estimate(ex, prompt, chat.max_tokens, plan.max_tokens)
         return GenerationCall(chat, profile, plan)
     if endpoint == "completions":
         completion = validate_completion(payload)
@@ -49,12 +58,12 @@ def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> Up
         ex.stream = completion.stream
         prompt = estimate_completion_prompt_tokens(completion.prompt, completion.suffix)
         plan = plan_generation(profile, prompt, completion.max_tokens, "prompt")
-        ex.estimated_tokens = prompt + (completion.max_tokens or 0)
+        _estimate(ex, prompt, completion.max_tokens, plan.max_tokens)
         return GenerationCall(completion, profile, plan)
     embedding = validate_embedding(payload)
     profile = _profile(snapshot, ex, embedding.model)
     texts = [embedding.input] if isinstance(embedding.input, str) else embedding.input
     sizes = [estimate_text_tokens(t) for t in texts]
     plan_embedding(profile, sum(sizes), max(sizes, default=0))
-    ex.estimated_tokens = sum(sizes)
+    ex.prompt_estimate = ex.estimated_tokens = sum(sizes)
     return EmbeddingCall(embedding, profile)

@@ -1,13 +1,19 @@
 """Prometheus metrics kept in Redis, so every gateway process adds to the same series and any
 process's /metrics shows the cluster's numbers. Requests add to them in the pipeline that
-ends the request; /metrics renders them with live node load and the routing snapshot."""
+ends the request; /metrics renders them with live node load and the routing snapshot.
+
+The model label is only ever a profile the routing snapshot knows, or "-" when no profile
+served the request: a client's model string would make label values (and Redis keys) without
+bound, and could hold the field separator."""
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -17,12 +23,15 @@ from prometheus_client.registry import Collector
 
 from clawdbot_site.redis_client import KEY_PREFIX
 
+log = logging.getLogger(__name__)
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 REQUESTS = KEY_PREFIX + "m:requests"
 TOKENS = KEY_PREFIX + "m:tokens"
 HISTOGRAMS = {"duration": KEY_PREFIX + "m:duration:", "ttft": KEY_PREFIX + "m:ttft:"}
 MODELS = KEY_PREFIX + "m:models"
 SEP = "\x1f"
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
 
 _BUCKET_FIELDS = [repr(bound) for bound in BUCKETS] + ["+Inf"]
@@ -43,7 +52,8 @@ def record_args(
     completion_tokens: int | None,
     log_entry: bytes,
 ) -> list[Any]:
-    """The metric and log arguments of the RELEASE script (gateway.admission), in its order."""
+    """The metric and log arguments of the RELEASE script (gateway.admission), in its order.
+    `model` is the profile that served the request ("" for none), never the client's string."""
     model = model or "-"
     return [
         model,
@@ -60,16 +70,47 @@ def record_args(
     ]
 
 
+_reported: set[str] = set()
+
+
+def _malformed(series: str, field: object) -> None:
+    """Skip a stored field that cannot be read. Say so once per series and process: every
+    scrape would repeat it until someone deletes the field."""
+    if series not in _reported:
+        _reported.add(series)
+        log.warning("%s: skipping malformed stored field %r (and any more)", series, field)
+
+
+def _counter(
+    name: str, doc: str, labels: list[str], rows: dict[bytes, bytes]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for field, count in sorted(rows.items()):
+        try:
+            values, value = field.decode().split(SEP), int(count)
+        except ValueError:  # not UTF-8 (UnicodeDecodeError is a ValueError) or not a count
+            values, value = [], 0
+        if len(values) != len(labels):
+            _malformed(name, field)
+            continue
+        family.add_metric(values, value)
+    return family
+
+
 def _histogram(name: str, doc: str, rows: dict[str, dict[bytes, bytes]]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=["model"])
     for model, fields in sorted(rows.items()):
-        counts = {k.decode(): v for k, v in fields.items()}
-        cumulative = 0
-        buckets = []
-        for edge in (*[repr(b) for b in BUCKETS], "+Inf"):
-            cumulative += int(counts.get(edge, 0))
-            buckets.append((edge, cumulative))
-        family.add_metric([model], buckets, float(counts.get("sum", 0.0)))
+        try:
+            cumulative = 0
+            buckets = []
+            for edge in _BUCKET_FIELDS:
+                cumulative += int(fields.get(edge.encode(), 0))
+                buckets.append((edge, cumulative))
+            total = float(fields.get(b"sum", 0.0))
+        except ValueError:
+            _malformed(name, model)
+            continue
+        family.add_metric([model], buckets, total)
     return family
 
 
@@ -84,18 +125,10 @@ class RedisCollector(Collector):
         up = GaugeMetricFamily("clawdbot_router_up", "1 while this gateway process serves.")
         up.add_metric([], 1)
         yield up
-        requests = CounterMetricFamily(
-            "clawdbot_requests", "Requests answered.", labels=["model", "node", "status"]
+        yield _counter(
+            "clawdbot_requests", "Requests answered.", ["model", "node", "status"], d["requests"]
         )
-        for raw, count in sorted(d["requests"].items()):
-            model, node, status = raw.decode().split(SEP)
-            requests.add_metric([model, node, status], int(count))
-        yield requests
-        tokens = CounterMetricFamily("clawdbot_tokens", "Tokens.", labels=["model", "kind"])
-        for raw, count in sorted(d["tokens"].items()):
-            model, kind = raw.decode().split(SEP)
-            tokens.add_metric([model, kind], int(count))
-        yield tokens
+        yield _counter("clawdbot_tokens", "Tokens.", ["model", "kind"], d["tokens"])
         yield _histogram("clawdbot_request_duration_seconds", "Request duration.", d["duration"])
         yield _histogram("clawdbot_time_to_first_token_seconds", "Time to first token.", d["ttft"])
         inflight = GaugeMetricFamily(
@@ -122,7 +155,13 @@ class RedisCollector(Collector):
 
 async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
     """Everything /metrics shows, in one pipelined round trip (plus one for model names)."""
-    models = sorted(m.decode() for m in await client.smembers(MODELS))
+    models = []
+    for raw in await client.smembers(MODELS):
+        try:
+            models.append(raw.decode())
+        except UnicodeDecodeError:
+            _malformed(MODELS, raw)
+    models.sort()
     nodes = list(snapshot.nodes.values())
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(REQUESTS)
@@ -157,3 +196,10 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             data["ejected"].add(node.name)
         offset += 3
     return data
+
+
+def render(data: dict[str, Any]) -> bytes:
+    """The Prometheus text of data from `fetch`."""
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(data))
+    return generate_latest(registry)

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 
 # Failures worth another node: the node, not the request, is at fault.
 RETRYABLE_EXCEPTIONS = (UpstreamError,)
+# Node answers that say the same: its credentials or its model setup are wrong (the gateway
+# only routes a model to nodes meant to serve it), it timed the request out, or it is busy.
+NODE_FAULT_STATUSES = frozenset({401, 403, 404, 408, 429})
+
+
+def _node_at_fault(status: int) -> bool:
+    return status >= 500 or status in NODE_FAULT_STATUSES
 
 
 class StreamRelay(Protocol):
@@ -85,7 +92,8 @@ class Exchange:
     ttft: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    estimated_tokens: int = 0
+    estimated_tokens: int = 0  # prompt plus requested output: the rate-limit reservation
+    prompt_estimate: int = 0
     error: GatewayError | None = None
     response_started: bool = False
     content_sent: bool = False
@@ -318,11 +326,14 @@ class Proxy:
             raise Retry(_transport_error(node, exc)) from None
         if response.status != 200:
             error = call.error(response.status, raw)
-            if response.status >= 500:
+            if _node_at_fault(response.status):
                 raise Retry(error)
             ex.outcome = "ok"  # the node answered; the request was at fault
             raise error
-        body, ex.prompt_tokens, ex.completion_tokens = call.translate(raw)
+        try:
+            body, ex.prompt_tokens, ex.completion_tokens = call.translate(raw)
+        except GatewayError as error:  # a 200 that is not an answer (not JSON, say)
+            raise Retry(error) from None
         ex.outcome = "ok"
         ex.ttft = time.perf_counter() - ex.started
         headers = [JSON, *ex.base_headers()]
@@ -339,24 +350,35 @@ class Proxy:
         await self.send({"type": "http.response.body", "body": body})
 
     def _truncated(self, ex: Exchange) -> bool:
-        """A prompt count far below our estimate means the node cut the prompt silently."""
-        if ex.prompt_tokens is None or ex.estimated_tokens < 32:
+        """A prompt count far below our estimate means the node cut the prompt silently. A
+        count the node left out is unknown, not zero (Ollama omits it for some cached
+        prompts: PROTOCOLS.md)."""
+        if ex.prompt_tokens is None or ex.prompt_estimate < 32:
             return False
-        if ex.prompt_tokens < ex.estimated_tokens * settings.CLAWDBOT_TRUNCATION_RATIO:
+        if ex.prompt_tokens < ex.prompt_estimate * settings.CLAWDBOT_TRUNCATION_RATIO:
             ex.truncated = True
             log.warning(
                 "%s: node %s evaluated %d prompt tokens, estimated %d: prompt truncated?",
                 ex.request_id,
                 ex.node,
                 ex.prompt_tokens,
-                ex.estimated_tokens,
+                ex.prompt_estimate,
             )
             return True
         return False
 
     async def stream_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
+        async def keep_alive() -> None:
+            # Ollama sends its status line only with the first token: keep the client's
+            # connection alive through the prefill (comments are not content: a failure
+            # before the first token still goes to another node).
+            await self.start_stream(ex)
+            await self.write(b": keep-alive\n\n")
+
         try:
-            response = await self.rt.http.post(node.base_url, call.path, call.body)
+            response = await self.rt.http.post(
+                node.base_url, call.path, call.body, settings.CLAWDBOT_KEEPALIVE_S, keep_alive
+            )
         except RETRYABLE_EXCEPTIONS as exc:
             raise Retry(_transport_error(node, exc)) from None
         try:
@@ -366,7 +388,7 @@ class Proxy:
                 except RETRYABLE_EXCEPTIONS as exc:
                     raise Retry(_transport_error(node, exc)) from None
                 error = call.error(response.status, raw)
-                if response.status >= 500:
+                if _node_at_fault(response.status):
                     raise Retry(error)
                 ex.outcome = "ok"
                 raise error
@@ -404,11 +426,17 @@ class Proxy:
                         break
                 out = relay.feed(chunk)
                 if out:
-                    await self.start_stream(ex)
                     if not ex.content_sent:
+                        if relay.failed is not None:
+                            # The node failed before anything of its answer reached the
+                            # client: another node can still answer in full.
+                            raise Retry(relay.failed)
+                        await self.start_stream(ex)
                         ex.content_sent = True
                         ex.ttft = time.perf_counter() - ex.started
                     await self.write(out)
+                    if relay.failed is not None:
+                        break  # the error event was the last thing this stream says
         except RETRYABLE_EXCEPTIONS as exc:
             log.warning("%s: %s dropped the stream: %s", ex.request_id, node.name, exc)
         finally:
@@ -416,6 +444,7 @@ class Proxy:
                 pending.cancel()
         tail = relay.finish()
         ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
+        self._truncated(ex)  # too late for a header: the log and the request log say it
         failure = relay.failed
         if failure is not None and not ex.content_sent:
             raise Retry(failure)

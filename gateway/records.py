@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 async def close_exchange(rt: Runtime, ex: Exchange) -> None:
-    """Release the lease and record metrics and the request log: one pipelined round trip."""
+    """Release the lease and record metrics and the request log: one pipelined round trip.
+    Also for requests that never reached the proxy (no lease: the script only records)."""
     duration = time.perf_counter() - ex.started
     token_delta = 0
     if ex.key is not None and ex.key.tpm_limit:
@@ -29,7 +30,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         "endpoint": ex.endpoint,
         "key_prefix": ex.key.prefix if ex.key else "",
         "model": ex.model,
-        "served_model": ex.served_model or ex.model,
+        "served_model": ex.served_model,
         "node": ex.node,
         "status": ex.status,
         "stream": ex.stream,
@@ -37,7 +38,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         "ttft_ms": round(ex.ttft * 1000, 3) if ex.ttft is not None else None,
         "prompt_tokens": ex.prompt_tokens,
         "completion_tokens": ex.completion_tokens,
-        "attempts": ex.attempts or (1 if ex.node else 0),
+        "attempts": ex.attempts,  # nodes tried: 0 when refused before any node
         "error_code": (ex.error.code or ex.error.type) if ex.error else "",
         "error_message": ex.error.message[:500] if ex.error else "",
     }
@@ -54,7 +55,8 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
             token_delta=token_delta,
             queued=ex.lease_queued,
             record=metrics.record_args(
-                model=ex.model,
+                # The profile that served it, never the client's string: see gateway.metrics.
+                model=ex.served_model,
                 node=ex.node,
                 status=ex.status,
                 duration_s=duration,

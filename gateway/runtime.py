@@ -84,6 +84,7 @@ async def get_runtime() -> Runtime:
             http = UpstreamClient(
                 connect_s=settings.CLAWDBOT_CONNECT_TIMEOUT_S,
                 read_s=settings.CLAWDBOT_READ_TIMEOUT_S,
+                first_byte_s=settings.CLAWDBOT_FIRST_BYTE_TIMEOUT_S,
             )
             policy = EjectionPolicy(
                 after_failures=settings.CLAWDBOT_EJECT_AFTER,

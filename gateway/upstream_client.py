@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -77,6 +78,7 @@ class UpstreamResponse:
         "_chunks",
         "_conn",
         "_error",
+        "_headers_by",
         "_loop",
         "_paused",
         "_read_s",
@@ -92,10 +94,15 @@ class UpstreamResponse:
         "status",
     )
 
-    def __init__(self, conn: _Connection, loop: asyncio.AbstractEventLoop, read_s: float) -> None:
+    def __init__(
+        self, conn: _Connection, loop: asyncio.AbstractEventLoop, first_byte_s: float, read_s: float
+    ) -> None:
         self._conn = conn
         self._loop = loop
         self._read_s = read_s
+        # Until the status line: the node's whole prefill (and, answering without streaming,
+        # its whole generation) may pass, so that wait has its own, longer limit.
+        self._headers_by = loop.time() + first_byte_s
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
@@ -140,30 +147,55 @@ class UpstreamResponse:
     # -- read by the proxy -------------------------------------------------------------------
 
     async def _wait(self) -> None:
-        """Until something arrives; UpstreamTimeout after read_s with nothing."""
+        """Until something arrives; UpstreamTimeout after read_s with nothing (before the
+        headers: at the first-byte deadline)."""
         self._waiter = self._loop.create_future()
         self._wait_started = self._loop.time()
         if self._timer is None:
-            self._timer = self._loop.call_at(self._wait_started + self._read_s, self._check)
+            self._timer = self._loop.call_at(self._due(), self._check)
         await self._waiter
+
+    def _due(self) -> float:
+        return self._headers_by if not self.headers_done else self._wait_started + self._read_s
 
     def _check(self) -> None:
         # One timer per answer, re-armed lazily, rather than a timer per read.
         self._timer = None
         if self._waiter is None or self.complete or self._error is not None:
             return
-        due = self._wait_started + self._read_s
+        due = self._due()
         if self._loop.time() >= due - 0.001:
-            self._fail(UpstreamTimeout(f"no data from the node for {self._read_s:g} s"))
+            if self.headers_done:
+                reason = f"no data from the node for {self._read_s:g} s"
+            else:
+                reason = "no answer from the node within the first-byte timeout"
+            self._fail(UpstreamTimeout(reason))
             self._conn.abort()
         else:
             self._timer = self._loop.call_at(due, self._check)
 
-    async def wait_headers(self) -> None:
+    async def wait_headers(
+        self, idle_s: float = 0.0, on_idle: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Until the status line and headers; with `on_idle`, call it every `idle_s` of
+        waiting (the proxy keeps a streaming client's connection alive through a prefill)."""
         while not self.headers_done:
             if self._error is not None:
                 raise self._error
-            await self._wait()
+            if on_idle is None:
+                await self._wait()
+                continue
+            tick = self._loop.call_later(idle_s, self._wake)
+            try:
+                await self._wait()
+            finally:
+                tick.cancel()
+            if not self.headers_done and self._error is None:
+                await on_idle()
+        if self._timer is not None:
+            # Armed for the first-byte deadline: from here the (shorter) read limit applies.
+            self._timer.cancel()
+            self._timer = None
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -284,10 +316,10 @@ class _Connection(asyncio.Protocol):
     # -- used by the client and the response -------------------------------------------------
 
     def send(
-        self, payload: bytes, loop: asyncio.AbstractEventLoop, read_s: float
+        self, payload: bytes, loop: asyncio.AbstractEventLoop, first_byte_s: float, read_s: float
     ) -> UpstreamResponse:
         assert self.transport is not None
-        self.response = UpstreamResponse(self, loop, read_s)
+        self.response = UpstreamResponse(self, loop, first_byte_s, read_s)
         self.transport.write(payload)
         return self.response
 
@@ -310,16 +342,25 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamClient:
-    def __init__(self, *, connect_s: float, read_s: float) -> None:
+    def __init__(self, *, connect_s: float, read_s: float, first_byte_s: float = 0.0) -> None:
         self.connect_s = connect_s
         self.read_s = read_s
+        self.first_byte_s = first_byte_s or read_s
         self._origins: dict[str, Origin] = {}
         self._idle: dict[str, list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def post(self, base_url: str, path: str, body: bytes) -> UpstreamResponse:
-        """Send a JSON body; returns once the status line and headers arrived. Raises
-        UpstreamError subclasses when the node cannot be reached or drops the connection."""
+    async def post(
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        idle_s: float = 0.0,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> UpstreamResponse:
+        """Send a JSON body; returns once the status line and headers arrived (calling
+        `on_idle` every `idle_s` until then, if given). Raises UpstreamError subclasses when
+        the node cannot be reached, drops the connection or times out."""
         origin = self._origins.get(base_url)
         if origin is None:
             origin = self._origins[base_url] = parse_origin(base_url)
@@ -337,9 +378,9 @@ class UpstreamClient:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(base_url, origin, loop)
-            response = conn.send(payload, loop, self.read_s)
+            response = conn.send(payload, loop, self.first_byte_s, self.read_s)
             try:
-                await response.wait_headers()
+                await response.wait_headers(idle_s, on_idle)
             except UpstreamDisconnected:
                 response.close()
                 if reused and not response.got_bytes:

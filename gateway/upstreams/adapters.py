@@ -138,13 +138,16 @@ class OllamaGenerationCall:
             if isinstance(self.request, ChatRequest)
             else ollama.ollama_generate_to_openai
         )
+        native = _json(raw)
         answer = to_openai(
-            _json(raw),
+            native,
             model=self.request.model,
             completion_id=self.ids.completion_id,
             created=self.ids.created,
         )
-        return orjson.dumps(answer), *_usage_counts(answer)
+        # The node's own counts: the answer's usage says 0 for a count Ollama left out, which
+        # for the truncation check must stay unknown (PROTOCOLS.md, "Missing metric fields").
+        return orjson.dumps(answer), *_native_counts(native)
 
     def relay(self) -> NdjsonRelay:
         translator = (
@@ -213,10 +216,9 @@ class PassthroughCall:
         self.body = orjson.dumps(self.upstream_body)
 
     def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
-        try:
-            counts = _usage_counts(orjson.loads(raw))
-        except (orjson.JSONDecodeError, AttributeError):
-            counts = (None, None)
+        answer = _json(raw)  # a 200 that is not a JSON object is a failing node, not an answer
+        usage = answer.get("usage")
+        counts = _usage_counts(answer) if isinstance(usage, dict) else (None, None)
         return openai.rewrite_response(raw, self.model), *counts
 
     def relay(self) -> SseRelayAdapter:
@@ -224,6 +226,24 @@ class PassthroughCall:
 
     def error(self, status: int, raw: bytes) -> GatewayError:
         return openai.normalise_error(status, raw, model=self.model)
+
+
+def _native_counts(native: dict[str, Any]) -> tuple[int | None, int | None]:
+    prompt, completion = native.get("prompt_eval_count"), native.get("eval_count")
+    return (
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )
+
+
+def _passthrough_max_tokens(request: ChatRequest | CompletionRequest, plan: Plan) -> int | None:
+    """max_tokens for an OpenAI-compatible node. Clamped, or the profile's maximum when the
+    client sent none and that maximum binds: vLLM would otherwise generate to the window's
+    end. When the window's remaining room binds instead, the node's own default (the room
+    by its exact count) is better than our estimate, so nothing is sent."""
+    if plan.clamped or (request.max_tokens is None and plan.caps_output):
+        return plan.max_tokens
+    return request.max_tokens
 
 
 def _json(raw: bytes) -> dict[str, Any]:
@@ -258,7 +278,7 @@ class GenerationCall:
             openai.prepare_body(
                 self.request.raw,
                 upstream_model=self.profile.upstream_model,
-                max_tokens=self.plan.max_tokens if self.plan.clamped else self.request.max_tokens,
+                max_tokens=_passthrough_max_tokens(self.request, self.plan),
                 stream=self.request.stream,
                 force_usage=self.request.stream,
             ),

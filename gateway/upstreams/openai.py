@@ -312,7 +312,9 @@ class SseRelay:
         return out + self.error.sse_event()
 
     def _event(self, event: bytes, *, verify: bool = False) -> bytes:
-        if self.done:
+        if self.done or self.error is not None:
+            # Nothing after an error event: vLLM follows it with [DONE], which a client
+            # would read as a normal end.
             return b""
         if event.startswith(b"data:") and b"\n" not in event:
             data = event[6:] if event[5:6] == b" " else event[5:]

@@ -284,3 +284,41 @@ def test_a_node_that_refuses_an_oversized_prompt_maps_to_context_length_exceeded
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "context_length_exceeded"
     assert "x-clawdbot-prompt-truncated" not in response.headers
+
+
+def test_max_tokens_does_not_make_a_whole_prompt_look_truncated(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # The estimate compared with the node's prompt count is the prompt's alone, not the
+    # prompt plus the output budget.
+    world = build(gateway, {"gpu1": simulator(*SIM)})
+    response = httpx.post(
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={
+            "model": "qwen3-32b",
+            "messages": [{"role": "user", "content": "word " * 60}],
+            "max_tokens": 1000,
+        },
+        timeout=20,
+    )
+    assert response.status_code == 200
+    assert response.json()["usage"]["prompt_tokens"] >= 60
+    assert "x-clawdbot-prompt-truncated" not in response.headers
+
+
+def test_tokens_per_minute_count_max_tokens_as_clamped_to_the_profile(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # max_tokens 5000 is clamped to the profile's 1024, so the request can never use more
+    # than about 1,034 tokens: a 2,000-token budget must admit it.
+    world = build(gateway, {"gpu1": simulator(*SIM)}, key_fields={"tpm_limit": 2000})
+    response = httpx.post(
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": [{"role": "user", "content": "hi"}],
+              "max_tokens": 5000},
+        timeout=20,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) < 1000

@@ -20,6 +20,7 @@ from tests.simulators import SimProcess
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 FAST = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
+PACED = ("--model", "qwen3:32b", "--preloaded", "--prefill-ms", "0", "--decode-ms", "10")
 
 
 class DeadNode:
@@ -196,7 +197,9 @@ async def test_queued_request_waits_with_keepalives_then_runs(
 def test_mid_stream_drop_ends_with_an_error_event(
     gateway: GatewayProcess, simulator: Callable[..., SimProcess], mode: str
 ) -> None:
-    sim = simulator(*FAST, "--drop-mid-stream-after", "3", "--drop-mode", mode)
+    # Tokens paced 10 ms apart, so the first ones reach the client before the drop (a
+    # failure that arrives with them, before anything was sent, goes to another node).
+    sim = simulator(*PACED, "--drop-mid-stream-after", "3", "--drop-mode", mode)
     world = build(gateway, {"gpu1": sim})
     client = openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0)
     stream = client.chat.completions.create(model="qwen3-32b", messages=HELLO, stream=True)
@@ -232,3 +235,90 @@ def test_queue_timeout_is_503(
 
     status, message = asyncio.run(scenario())
     assert status == 503 and "Timed out after 3 s waiting" in message
+
+
+async def test_keepalives_flow_while_the_node_is_still_in_prefill(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # Ollama sends its status line only with the first token, so the gateway has nothing
+    # from the node to pass on until then: it must keep the client's connection alive itself.
+    sim = simulator(*FAST, "--hang")
+    world = await asyncio.to_thread(build, gateway, {"gpu1": sim})
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(timeout=20) as client,
+        client.stream(
+            "POST",
+            world.base_url + "/chat/completions",
+            headers=world.headers(),
+            json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            lines.append(line)
+            if line == ": keep-alive" and lines.count(line) == 2:
+                sim.control(hang=False)  # the prefill ends; the answer follows
+    data = [line for line in lines if line.startswith("data: ")]
+    assert lines.index(": keep-alive") < lines.index(data[0])
+    assert '"role":"assistant"' in data[0] and data[-1] == "data: [DONE]"
+
+
+def test_a_stream_that_fails_before_its_first_token_goes_to_another_node(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # The failing node has the higher weight, so it is tried first; its error line comes
+    # before any content, so the client must get the other node's whole answer.
+    failing = simulator(*FAST, "--drop-mid-stream-after", "0", "--drop-mode", "error")
+    world = build(
+        gateway,
+        {"failing": failing, "good": simulator(*FAST)},
+        node_fields={"failing": {"gpu_type": "H200"}, "good": {"gpu_type": "A10"}},
+    )
+    client = openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="qwen3-32b", messages=HELLO, stream=True
+    )
+    assert raw.headers["x-clawdbot-node"] == "good"
+    assert raw.headers["x-clawdbot-attempts"] == "2"
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    assert text
+
+
+def test_a_node_without_the_model_is_skipped_for_one_that_has_it(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # A node answering 404 for a model the gateway routes to it is misconfigured (the model
+    # is not pulled there): another node can still serve the request.
+    wrong = simulator("--api", "ollama", "--model", "llama3:8b", "--zero-latency")
+    world = build(
+        gateway,
+        {"wrong": wrong, "good": simulator(*FAST)},
+        node_fields={"wrong": {"gpu_type": "H200"}, "good": {"gpu_type": "A10"}},
+    )
+    response = chat(world)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-clawdbot-node"] == "good"
+    assert response.headers["x-clawdbot-attempts"] == "2"
+
+
+def test_an_openai_node_error_mid_stream_is_the_last_event(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # vLLM follows its error event with `data: [DONE]`; a client reading past the error
+    # would take [DONE] for a normal end, so the gateway's stream ends at the error.
+    sim = simulator(
+        "--api", "openai", *PACED, "--drop-mid-stream-after", "3", "--drop-mode", "error"
+    )
+    world = build(gateway, {"gpu1": sim}, api="openai")
+    with httpx.stream(
+        "POST",
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
+        timeout=20,
+    ) as response:
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert '"content"' in events[1]
+    assert events[-1].startswith('data: {"error"')

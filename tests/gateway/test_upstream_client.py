@@ -352,3 +352,43 @@ async def test_cancelling_a_request_drops_its_connection(serve, client) -> None:
             break
         await asyncio.sleep(0.005)
     assert reader.at_eof()
+
+
+async def test_the_first_byte_has_its_own_deadline_and_idle_calls_meanwhile(serve) -> None:
+    release = asyncio.Event()
+
+    async def slow_prefill(server, request, writer) -> bool:
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab\n\r\n")
+        await writer.drain()
+        await asyncio.Event().wait()  # then stalls mid-answer
+        return False
+
+    server = await serve(slow_prefill)
+    # Waiting for the status line may take longer than the read limit allows between chunks.
+    http = UpstreamClient(connect_s=2, read_s=0.2, first_byte_s=5)
+    idle_calls = 0
+
+    async def on_idle() -> None:
+        nonlocal idle_calls
+        idle_calls += 1
+        if idle_calls == 4:  # 4 x 0.1 s: past the 0.2 s read limit, still waiting
+            release.set()
+
+    response = await http.post(server.url, "/x", b"{}", 0.1, on_idle)
+    assert idle_calls == 4 and response.status == 200
+    assert await response.__anext__() == b"ab\n"
+    with pytest.raises(UpstreamTimeout):  # after the headers, the read limit applies
+        await response.__anext__()
+    response.close()
+
+
+async def test_no_status_line_within_the_first_byte_limit_is_a_timeout(serve) -> None:
+    async def silent(server, request, writer) -> bool:
+        await asyncio.Event().wait()
+        return False
+
+    server = await serve(silent)
+    http = UpstreamClient(connect_s=2, read_s=30, first_byte_s=0.2)
+    with pytest.raises(UpstreamTimeout, match="first-byte"):
+        await http.post(server.url, "/x", b"{}")

@@ -8,7 +8,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from gateway.models import ApiKey
+from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_assign_secret, apikeys_revoke
 
 
@@ -83,3 +83,39 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = apikeys_revoke(key_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(admin.ModelAdmin):
+    """Read-only: rows are written in bulk by the Celery flush, never edited by hand."""
+
+    list_display = (
+        "created_at",
+        "request_id",
+        "endpoint",
+        "key_prefix",
+        "model",
+        "node",
+        "status",
+        "stream",
+        "latency_ms",
+        "ttft_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "attempts",
+        "error_code",
+        "prompt_truncated",
+    )
+    # Distinct values of free-text columns would mean a scan of the whole table per page.
+    list_filter = ("status", "stream", "prompt_truncated")
+    search_fields = ("request_id", "key_prefix", "model", "node", "error_code")
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    # The table grows by a row a request: no COUNT(*) over it for the paginator.
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -30,6 +30,7 @@ FIELDS = (
     "attempts",
     "error_code",
     "error_message",
+    "prompt_truncated",
 )
 
 
@@ -46,6 +47,7 @@ def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:
         row[text_field] = (row[text_field] or "")[:128]
     row["error_message"] = (row["error_message"] or "")[:500]
     row["stream"] = bool(row["stream"])
+    row["prompt_truncated"] = bool(row["prompt_truncated"])
     row["attempts"] = row["attempts"] or 0  # nodes tried: none for a refused request
     row["created_at"] = datetime.fromtimestamp(float(entry["ts"]), tz=UTC)
     return row

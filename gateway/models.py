@@ -113,9 +113,16 @@ class RequestLog(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=1)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Nodes tried: 0 when the request was refused before routing."
+    )
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
+    prompt_truncated = models.BooleanField(
+        default=False,
+        help_text="The node counted far fewer prompt tokens than estimated: it probably cut "
+        "the prompt silently (on a stream, too late for the response header).",
+    )
 
     class Meta:
         ordering = ["-created_at"]

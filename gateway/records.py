@@ -41,6 +41,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         "attempts": ex.attempts,  # nodes tried: 0 when refused before any node
         "error_code": (ex.error.code or ex.error.type) if ex.error else "",
         "error_message": ex.error.message[:500] if ex.error else "",
+        "prompt_truncated": ex.truncated,
     }
     lease = ex.lease
     if lease:

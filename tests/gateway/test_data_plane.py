@@ -3,15 +3,20 @@ process in front of simulator processes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import redis
+from django.conf import settings
+from django.test import Client
 from openai.types.chat import ChatCompletionMessageParam
 
-from gateway.models import ApiKey
+from gateway import tasks
+from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_create, apikey_revoke
 from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess
@@ -322,3 +327,37 @@ def test_tokens_per_minute_count_max_tokens_as_clamped_to_the_profile(
     )  # fmt: skip
     assert response.status_code == 200, response.text
     assert int(response.headers["x-ratelimit-remaining-tokens"]) < 1000
+
+
+def test_a_truncated_streamed_prompt_is_recorded_in_the_request_log(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess], admin_client: Client
+) -> None:
+    # On a stream the node's prompt count arrives after the headers went out, so the flag
+    # goes to the request log, where the admin can filter for it.
+    sim = simulator(*SIM, "--context-length", "1024", "--ignore-truncate")
+    world = build(gateway, {"gpu1": sim})
+    with httpx.stream(
+        "POST",
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={
+            "model": "qwen3-32b",
+            "messages": [{"role": "user", "content": "word " * 3000}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        timeout=20,
+    ) as response:
+        assert response.status_code == 200
+        request_id = response.headers["x-request-id"]
+        assert list(response.iter_lines())[-2] == "data: [DONE]"
+    buffered = redis.Redis.from_url(settings.REDIS_URL)
+    deadline = time.monotonic() + 10
+    while buffered.llen("clawdbot:requestlog") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # bounded poll: the entry is pushed just after the last byte
+    assert tasks.flush_request_logs() == 1
+    row = RequestLog.objects.get(request_id=request_id)
+    assert row.prompt_truncated and row.stream and row.prompt_tokens is not None
+    page = admin_client.get("/admin/gateway/requestlog/?prompt_truncated__exact=1")
+    assert page.status_code == 200 and request_id in page.content.decode()
+    assert admin_client.get("/admin/gateway/requestlog/add/").status_code == 403

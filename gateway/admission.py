@@ -76,6 +76,20 @@ if check_rate then
   end
 end
 
+-- The queue of a node is two sorted sets: 'queue:' scored by expiry (a lease like a slot's,
+-- so a killed process's place lapses) and 'qorder:' scored by arrival, for first come,
+-- first served. Dead places leave both.
+local function waiting_on(node)
+  local qk = p .. 'queue:' .. node
+  if redis.call('ZCARD', qk) == 0 then return 0 end
+  local dead = redis.call('ZRANGEBYSCORE', qk, '-inf', now, 'LIMIT', 0, 1000)
+  if #dead > 0 then
+    redis.call('ZREM', qk, unpack(dead))
+    redis.call('ZREM', p .. 'qorder:' .. node, unpack(dead))
+  end
+  return redis.call('ZCARD', qk)
+end
+
 local best, best_score, best_pref = nil, nil, false
 local qbest, qbest_score, qbest_size = nil, nil, 0
 local alive = 0
@@ -93,16 +107,20 @@ for i = 0, n - 1 do
     local sk = p .. 'slots:' .. node
     redis.call('ZREMRANGEBYSCORE', sk, '-inf', now)
     local inflight = redis.call('ZCARD', sk)
-    if inflight < maxc then
-      local score = (inflight + 1) / w
+    local waiting = waiting_on(node)
+    -- Requests queued here have the first claim on its free slots: a newcomer gets one only
+    -- when there are more free slots than waiting requests, a queued one by its place.
+    local ahead = waiting
+    if node == queued_at then
+      ahead = redis.call('ZRANK', p .. 'qorder:' .. node, lease) or waiting
+    end
+    if inflight + ahead < maxc then
+      local score = (inflight + ahead + 1) / w
       local pref = prefer ~= '' and gpu == prefer
       if best == nil or (pref and not best_pref) or (pref == best_pref and score < best_score) then
         best, best_score, best_pref = node, score, pref
       end
     elseif allow_queue and queued_at == '' and qsize > 0 then
-      local qk = p .. 'queue:' .. node
-      redis.call('ZREMRANGEBYSCORE', qk, '-inf', now)
-      local waiting = redis.call('ZCARD', qk)
       if waiting < qsize then
         local score = (inflight + waiting + 1) / w
         if qbest == nil or score < qbest_score then
@@ -116,13 +134,19 @@ end
 local verdict, chosen
 if best ~= nil then
   redis.call('ZADD', p .. 'slots:' .. best, now + ttl, lease)
-  if queued_at ~= '' then redis.call('ZREM', p .. 'queue:' .. queued_at, lease) end
+  if queued_at ~= '' then
+    redis.call('ZREM', p .. 'queue:' .. queued_at, lease)
+    redis.call('ZREM', p .. 'qorder:' .. queued_at, lease)
+  end
   verdict, chosen = 'ok', best
 elseif queued_at ~= '' then
-  redis.call('ZADD', p .. 'queue:' .. queued_at, 'XX', now + ttl, lease)
+  -- Still waiting: extend the place (and take a new one at the back if it had lapsed).
+  redis.call('ZADD', p .. 'queue:' .. queued_at, now + ttl, lease)
+  redis.call('ZADD', p .. 'qorder:' .. queued_at, 'NX', now, lease)
   return {'queued', queued_at, '0', tostring(rem_r), tostring(rem_t)}
 elseif qbest ~= nil then
   redis.call('ZADD', p .. 'queue:' .. qbest, now + ttl, lease)
+  redis.call('ZADD', p .. 'qorder:' .. qbest, now, lease)
   verdict, chosen = 'queued', qbest
 elseif alive == 0 then
   return {'ejected', '', '0', '0', '0'}
@@ -164,6 +188,7 @@ local cooldown = 0
 if lease ~= '' then
   if queued then
     redis.call('ZREM', p .. 'queue:' .. node, lease)
+    redis.call('ZREM', p .. 'qorder:' .. node, lease)
   else
     redis.call('ZREM', p .. 'slots:' .. node, lease)
   end

@@ -104,9 +104,9 @@ class Exchange:
     headers: Headers = field(default_factory=list)
     truncated: bool = False
 
-    def base_headers(self) -> Headers:
+    def base_headers(self, *, with_node: bool = True) -> Headers:
         headers: Headers = [(b"x-request-id", self.request_id.encode())]
-        if self.node:
+        if self.node and with_node:
             headers.append((b"x-clawdbot-node", self.node.encode()))
         if self.attempts > 1:
             headers.append((b"x-clawdbot-attempts", str(self.attempts).encode()))
@@ -175,16 +175,23 @@ class Proxy:
         self.rt = rt
         self.send = send
 
-    async def start_stream(self, ex: Exchange) -> None:
+    async def start_stream(self, ex: Exchange, *, with_node: bool = True) -> None:
         if not ex.response_started:
             ex.response_started = True
             await self.send(
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": SSE_HEADERS + ex.base_headers(),
+                    "headers": SSE_HEADERS + ex.base_headers(with_node=with_node),
                 }
             )
+
+    async def comment(self, ex: Exchange, text: bytes) -> None:
+        """An SSE comment (keep-alive) while no node has answered yet. Started by it, the
+        stream's headers name no node: the one being tried may still fail and another
+        answer (the request log records which one did)."""
+        await self.start_stream(ex, with_node=False)
+        await self.write(text)
 
     async def write(self, data: bytes) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
@@ -282,8 +289,7 @@ class Proxy:
                     2,
                 )
             if ex.stream and now >= next_ping:
-                await self.start_stream(ex)
-                await self.write(b": queued, waiting for a free slot\n\n")
+                await self.comment(ex, b": queued, waiting for a free slot\n\n")
                 next_ping = now + settings.CLAWDBOT_KEEPALIVE_S
             # Cross-process slots free up without notice: poll, backing off to 50 ms.
             await asyncio.sleep(delay)
@@ -372,8 +378,7 @@ class Proxy:
             # Ollama sends its status line only with the first token: keep the client's
             # connection alive through the prefill (comments are not content: a failure
             # before the first token still goes to another node).
-            await self.start_stream(ex)
-            await self.write(b": keep-alive\n\n")
+            await self.comment(ex, b": keep-alive\n\n")
 
         try:
             response = await self.rt.http.post(
@@ -409,8 +414,7 @@ class Proxy:
                     pending = pending or asyncio.ensure_future(response.__anext__())
                     done, _ = await asyncio.wait({pending}, timeout=keepalive)
                     if not done:
-                        await self.start_stream(ex)
-                        await self.write(b": keep-alive\n\n")
+                        await self.comment(ex, b": keep-alive\n\n")
                         continue
                     task, pending = pending, None
                     try:

@@ -108,6 +108,7 @@ def simulator() -> Iterator[Callable[..., SimProcess]]:
 GATEWAY_KEYS = (
     "slots:*",
     "queue:*",
+    "qorder:*",
     "eject:*",
     "rl:*",
     "m:*",

@@ -11,7 +11,7 @@ from gateway.resp import RespClient
 from gateway.snapshot import NodeView, Route
 
 
-def _route(name: str) -> Route:
+def _route(name: str, max_concurrent: int = 4, queue_size: int = 0) -> Route:
     node = NodeView(
         id=1,
         name=name,
@@ -20,8 +20,8 @@ def _route(name: str) -> Route:
         gpu_type="A100",
         gpu_count=1,
         total_vram_gb=80.0,
-        max_concurrent=4,
-        queue_size=0,
+        max_concurrent=max_concurrent,
+        queue_size=queue_size,
         state="READY",
         enabled=True,
         draining=False,
@@ -77,5 +77,67 @@ async def test_a_node_that_fails_again_after_recovering_gets_a_longer_cooldown(
         )  # fmt: skip
         assert verdict.status == "ok"
         assert await admission.release(lease="x", node="flaky", outcome="fail") == 0
+    finally:
+        resp.close()
+
+
+async def test_the_queue_is_first_come_first_served(redis_client: redis.Redis) -> None:
+    resp = RespClient(settings.REDIS_URL)
+    admission = Admission(async_client(), resp)
+    await admission.load()
+    route = _route("busy", max_concurrent=1, queue_size=4)
+
+    async def admit(lease: str, queued_at: str = "") -> str:
+        verdict = await admission.admit(
+            lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False, queued_at=queued_at,
+        )  # fmt: skip
+        return verdict.status
+
+    try:
+        assert await admit("a") == "ok"
+        assert await admit("b") == "queued"
+        assert await admit("c") == "queued"
+        await admission.release(lease="a", node="busy", outcome="ok")
+        # The slot is free, but two requests were waiting for it: a newcomer queues behind
+        # them, and of the two the later one keeps waiting while the first takes it.
+        assert await admit("d") == "queued"
+        assert await admit("c", queued_at="busy") == "queued"
+        assert await admit("b", queued_at="busy") == "ok"
+        await admission.release(lease="b", node="busy", outcome="ok")
+        assert await admit("d", queued_at="busy") == "queued"
+        assert await admit("c", queued_at="busy") == "ok"
+        # A waiting request that leaves gives up its place.
+        await admission.release(lease="d", node="busy", outcome="neutral", queued=True)
+        assert redis_client.zcard("clawdbot:qorder:busy") == 0
+        assert redis_client.zcard("clawdbot:queue:busy") == 0
+    finally:
+        resp.close()
+
+
+async def test_a_lapsed_place_in_the_queue_frees_it(redis_client: redis.Redis) -> None:
+    # A gateway process killed while its request waited: the place lapses with its lease.
+    resp = RespClient(settings.REDIS_URL)
+    admission = Admission(async_client(), resp)
+    await admission.load()
+    route = _route("busy", max_concurrent=1, queue_size=1)
+    try:
+        first = await admission.admit(
+            lease="a", routes=[route], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False,
+        )  # fmt: skip
+        waiting = await admission.admit(
+            lease="b", routes=[route], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False,
+        )  # fmt: skip
+        assert (first.status, waiting.status) == ("ok", "queued")
+        redis_client.zadd("clawdbot:queue:busy", {"b": 1})  # its expiry long past
+        await admission.release(lease="a", node="busy", outcome="ok")
+        newcomer = await admission.admit(
+            lease="c", routes=[route], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False,
+        )  # fmt: skip
+        assert newcomer.status == "ok"
+        assert redis_client.zcard("clawdbot:qorder:busy") == 0
     finally:
         resp.close()

@@ -91,7 +91,7 @@ local function waiting_on(node)
 end
 
 local best, best_score, best_pref = nil, nil, false
-local qbest, qbest_score, qbest_size = nil, nil, 0
+local qbest, qbest_score, qbest_pref = nil, nil, false
 local alive = 0
 local n = math.floor((#ARGV - first + 1) / 5)
 for i = 0, n - 1 do
@@ -123,8 +123,10 @@ for i = 0, n - 1 do
     elseif allow_queue and queued_at == '' and qsize > 0 then
       if waiting < qsize then
         local score = (inflight + waiting + 1) / w
-        if qbest == nil or score < qbest_score then
-          qbest, qbest_score = node, score
+        local pref = prefer ~= '' and gpu == prefer
+        if qbest == nil or (pref and not qbest_pref)
+            or (pref == qbest_pref and score < qbest_score) then
+          qbest, qbest_score, qbest_pref = node, score, pref
         end
       end
     end

@@ -11,13 +11,15 @@ from gateway.resp import RespClient
 from gateway.snapshot import NodeView, Route
 
 
-def _route(name: str, max_concurrent: int = 4, queue_size: int = 0) -> Route:
+def _route(
+    name: str, max_concurrent: int = 4, queue_size: int = 0, gpu: str = "A100", weight: float = 1.0
+) -> Route:
     node = NodeView(
         id=1,
         name=name,
         base_url="http://127.0.0.1:9",
         api_kind="ollama",
-        gpu_type="A100",
+        gpu_type=gpu,
         gpu_count=1,
         total_vram_gb=80.0,
         max_concurrent=max_concurrent,
@@ -27,7 +29,7 @@ def _route(name: str, max_concurrent: int = 4, queue_size: int = 0) -> Route:
         draining=False,
         weight=1.0,
     )
-    return Route(node=node, weight=1.0)
+    return Route(node=node, weight=weight)
 
 
 async def _fail_until_ejected(admission: Admission, route: Route) -> int:
@@ -139,5 +141,36 @@ async def test_a_lapsed_place_in_the_queue_frees_it(redis_client: redis.Redis) -
         )  # fmt: skip
         assert newcomer.status == "ok"
         assert redis_client.zcard("clawdbot:qorder:busy") == 0
+    finally:
+        resp.close()
+
+
+async def test_a_retry_queues_on_the_same_gpu_type_when_it_must_queue(
+    redis_client: redis.Redis,
+) -> None:
+    resp = RespClient(settings.REDIS_URL)
+    admission = Admission(async_client(), resp)
+    await admission.load()
+    fast = _route("h100", max_concurrent=1, queue_size=4, gpu="H100", weight=4.0)
+    slow = _route("a10", max_concurrent=1, queue_size=4, gpu="A10", weight=1.0)
+    try:
+        for lease, route in (("f", fast), ("s", slow)):
+            verdict = await admission.admit(
+                lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
+                estimated_tokens=0, check_rate=False,
+            )  # fmt: skip
+            assert verdict.status == "ok"
+        # Both full: the faster node has the shorter expected wait, but a retry after an A10
+        # failed prefers another A10 for its place in a queue too.
+        verdict = await admission.admit(
+            lease="r", routes=[fast, slow], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False, prefer_gpu="A10",
+        )  # fmt: skip
+        assert (verdict.status, verdict.node) == ("queued", "a10")
+        verdict = await admission.admit(
+            lease="n", routes=[fast, slow], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False,
+        )  # fmt: skip
+        assert (verdict.status, verdict.node) == ("queued", "h100")
     finally:
         resp.close()

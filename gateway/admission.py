@@ -20,6 +20,10 @@ from gateway.resp import RespClient
 from gateway.snapshot import Route
 
 LEASE_TTL_MS = 30_000
+# A place in a queue is refreshed by its request's every poll (at most 50 ms apart), not by
+# the lease renewal: it lapses this soon after its process dies, so a dead process's places
+# cannot hold back the slots they would have had first claim on.
+QUEUE_TTL_MS = 3_000
 
 ADMIT = r"""
 local p = KEYS[1]
@@ -34,7 +38,8 @@ local check_rate = ARGV[8] == '1'
 local queued_at = ARGV[9]
 local allow_queue = ARGV[10] == '1'
 local prefer = ARGV[11]
-local first = 12
+local qttl = tonumber(ARGV[12])
+local first = 13
 local minute = math.floor(now / 60000)
 local into = now % 60000
 local frac = into / 60000
@@ -143,11 +148,11 @@ if best ~= nil then
   verdict, chosen = 'ok', best
 elseif queued_at ~= '' then
   -- Still waiting: extend the place (and take a new one at the back if it had lapsed).
-  redis.call('ZADD', p .. 'queue:' .. queued_at, now + ttl, lease)
+  redis.call('ZADD', p .. 'queue:' .. queued_at, now + qttl, lease)
   redis.call('ZADD', p .. 'qorder:' .. queued_at, 'NX', now, lease)
   return {'queued', queued_at, '0', tostring(rem_r), tostring(rem_t)}
 elseif qbest ~= nil then
-  redis.call('ZADD', p .. 'queue:' .. qbest, now + ttl, lease)
+  redis.call('ZADD', p .. 'queue:' .. qbest, now + qttl, lease)
   redis.call('ZADD', p .. 'qorder:' .. qbest, now, lease)
   verdict, chosen = 'queued', qbest
 elseif alive == 0 then
@@ -300,6 +305,7 @@ class Admission:
             queued_at,
             1 if allow_queue else 0,
             prefer_gpu,
+            QUEUE_TTL_MS,
         ]
         for route in candidates:
             node = route.node
@@ -347,7 +353,9 @@ class Admission:
         return int(await self._resp.evalsha(self._release.sha, RELEASE, [KEY_PREFIX], args))
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
-        """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs."""
+        """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs. Places
+        in queues are left out: their polls keep them (see QUEUE_TTL_MS)."""
+        held = [(zset, lease) for zset, lease in held if not zset.startswith("queue:")]
         if not held:
             return
         args: list[Any] = [int(time.time() * 1000) + LEASE_TTL_MS]

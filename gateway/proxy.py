@@ -28,6 +28,7 @@ from gateway.upstream_client import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from gateway.upstreams.adapters import NotAnAnswer
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,15 @@ RETRYABLE_EXCEPTIONS = (UpstreamError,)
 # Node answers that say the same: its credentials or its model setup are wrong (the gateway
 # only routes a model to nodes meant to serve it), it timed the request out, or it is busy.
 NODE_FAULT_STATUSES = frozenset({401, 403, 404, 408, 429})
+NOT_FAILING_STATUSES = frozenset({404, 429})  # retried, but no step towards ejection
 
 
 def _node_at_fault(status: int) -> bool:
     return status >= 500 or status in NODE_FAULT_STATUSES
+
+
+def _node_retry(status: int, error: GatewayError) -> Retry:
+    return Retry(error, "neutral" if status in NOT_FAILING_STATUSES else "fail")
 
 
 class StreamRelay(Protocol):
@@ -114,11 +120,14 @@ class Exchange:
 
 
 class Retry(Exception):
-    """This node failed before anything reached the client: try another one."""
+    """This node failed before anything reached the client: try another one. `outcome` feeds
+    ejection: "neutral" for a node that works but cannot take this request (busy, or without
+    this model), which must not count against the node's other models."""
 
-    def __init__(self, error: GatewayError) -> None:
+    def __init__(self, error: GatewayError, outcome: str = "fail") -> None:
         super().__init__(str(error))
         self.error = error
+        self.outcome = outcome
 
 
 def _rate_headers(key: KeyView, verdict: Verdict) -> Headers:
@@ -222,7 +231,7 @@ class Proxy:
                 last = retry.error
                 tried.add(node.name)
                 prefer = node.gpu_type
-                await self.release(ex, "fail")
+                await self.release(ex, retry.outcome)
                 log.info("attempt %d on %s failed: %s", attempt, node.name, retry.error.message)
         raise last or upstream_unavailable(f"No node could serve `{ex.model}`.")
 
@@ -333,12 +342,12 @@ class Proxy:
         if response.status != 200:
             error = call.error(response.status, raw)
             if _node_at_fault(response.status):
-                raise Retry(error)
+                raise _node_retry(response.status, error)
             ex.outcome = "ok"  # the node answered; the request was at fault
             raise error
         try:
             body, ex.prompt_tokens, ex.completion_tokens = call.translate(raw)
-        except GatewayError as error:  # a 200 that is not an answer (not JSON, say)
+        except NotAnAnswer as error:
             raise Retry(error) from None
         ex.outcome = "ok"
         ex.ttft = time.perf_counter() - ex.started
@@ -394,7 +403,7 @@ class Proxy:
                     raise Retry(_transport_error(node, exc)) from None
                 error = call.error(response.status, raw)
                 if _node_at_fault(response.status):
-                    raise Retry(error)
+                    raise _node_retry(response.status, error)
                 ex.outcome = "ok"
                 raise error
             await self._relay(ex, node, response, call.relay())
@@ -435,6 +444,9 @@ class Proxy:
                             # The node failed before anything of its answer reached the
                             # client: another node can still answer in full.
                             raise Retry(relay.failed)
+                        if b"data:" not in out:  # only the node's own keep-alive comments
+                            await self.comment(ex, out)
+                            continue
                         await self.start_stream(ex)
                         ex.content_sent = True
                         ex.ttft = time.perf_counter() - ex.started
@@ -447,11 +459,12 @@ class Proxy:
             if pending is not None:
                 pending.cancel()
         tail = relay.finish()
-        ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
-        self._truncated(ex)  # too late for a header: the log and the request log say it
         failure = relay.failed
         if failure is not None and not ex.content_sent:
             raise Retry(failure)
+        ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
+        if failure is None:
+            self._truncated(ex)  # too late for a header: the log and the request log say it
         await self.start_stream(ex)
         ex.content_sent = True
         if failure is not None:

@@ -87,6 +87,7 @@ class UpstreamResponse:
         "_wait_started",
         "_waiter",
         "complete",
+        "got_body",
         "got_bytes",
         "has_length",
         "headers_done",
@@ -100,8 +101,10 @@ class UpstreamResponse:
         self._conn = conn
         self._loop = loop
         self._read_s = read_s
-        # Until the status line: the node's whole prefill (and, answering without streaming,
-        # its whole generation) may pass, so that wait has its own, longer limit.
+        # Until the first byte of the body: the node's whole prefill (and, answering without
+        # streaming, its whole generation) may pass, so that wait has its own, longer limit.
+        # Ollama sends its status line with the first token, vLLM its status line at once and
+        # its first event after the prefill: the body's first byte is the same moment for both.
         self._headers_by = loop.time() + first_byte_s
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -117,6 +120,7 @@ class UpstreamResponse:
         self.has_length = False
         self.keep_alive = False
         self.got_bytes = False
+        self.got_body = False
 
     # -- fed by the connection ---------------------------------------------------------------
 
@@ -128,6 +132,13 @@ class UpstreamResponse:
                 waiter.set_result(None)
 
     def _feed(self, data: bytes) -> None:
+        if not self.got_body:
+            self.got_body = True
+            if self._timer is not None:
+                # Armed for the first-byte deadline: from here the (shorter) read limit
+                # applies, armed by the next wait.
+                self._timer.cancel()
+                self._timer = None
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > HIGH_WATER and not self._unbounded and not self._paused:
@@ -156,7 +167,7 @@ class UpstreamResponse:
         await self._waiter
 
     def _due(self) -> float:
-        return self._headers_by if not self.headers_done else self._wait_started + self._read_s
+        return self._headers_by if not self.got_body else self._wait_started + self._read_s
 
     def _check(self) -> None:
         # One timer per answer, re-armed lazily, rather than a timer per read.
@@ -165,7 +176,7 @@ class UpstreamResponse:
             return
         due = self._due()
         if self._loop.time() >= due - 0.001:
-            if self.headers_done:
+            if self.got_body:
                 reason = f"no data from the node for {self._read_s:g} s"
             else:
                 reason = "no answer from the node within the first-byte timeout"
@@ -192,10 +203,6 @@ class UpstreamResponse:
                 tick.cancel()
             if not self.headers_done and self._error is None:
                 await on_idle()
-        if self._timer is not None:
-            # Armed for the first-byte deadline: from here the (shorter) read limit applies.
-            self._timer.cancel()
-            self._timer = None
 
     async def read(self) -> bytes:
         """The whole body."""

@@ -767,6 +767,7 @@ async def ollama_ps(request: web.Request) -> web.Response:
 class _OllamaOptions:
     """The parts of an Ollama request shared by chat, generate and embed."""
 
+    body: dict[str, Any]
     name: str
     requested: str
     options: dict[str, Any]
@@ -774,7 +775,10 @@ class _OllamaOptions:
     num_ctx: int
 
 
-def _ollama_common(state: SimState, body: dict[str, Any]) -> _OllamaOptions | web.Response:
+def _ollama_common(state: SimState, request: web.Request) -> _OllamaOptions | web.Response:
+    body = _body(request)
+    if isinstance(body, str):
+        return _ollama_error(400, body)
     requested = body.get("model")
     if not requested:
         return _ollama_error(400, "model is required")
@@ -801,7 +805,7 @@ def _ollama_common(state: SimState, body: dict[str, Any]) -> _OllamaOptions | we
         default=state.config.default_num_ctx,
         trained=state.config.context_length,
     )
-    return _OllamaOptions(name, requested, options, keep_alive_s, num_ctx)
+    return _OllamaOptions(body, name, requested, options, keep_alive_s, num_ctx)
 
 
 def _ollama_format(value: object) -> str | dict[str, Any] | web.Response | None:
@@ -828,12 +832,10 @@ def _int_or_none(value: object) -> int | None:
 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    body = _body(request)
-    if isinstance(body, str):
-        return _ollama_error(400, body)
-    common = _ollama_common(state, body)
+    common = _ollama_common(state, request)
     if isinstance(common, web.Response):
         return common
+    body = common.body
     messages = body.get("messages")
     if messages is None:
         messages = []
@@ -868,12 +870,10 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
 
 async def ollama_generate(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    body = _body(request)
-    if isinstance(body, str):
-        return _ollama_error(400, body)
-    common = _ollama_common(state, body)
+    common = _ollama_common(state, request)
     if isinstance(common, web.Response):
         return common
+    body = common.body
     prompt = body.get("prompt") or ""
     images = body.get("images") or []
     if not isinstance(prompt, str) or not isinstance(images, list):
@@ -953,17 +953,27 @@ def _ollama_tool_calls(plan: AnswerPlan) -> list[dict[str, Any]]:
     ]
 
 
-def _ollama_metrics(
-    generation: Generation, started: int, prompt_eval_count: int, plan: AnswerPlan
-) -> dict[str, int]:
-    return {
-        "total_duration": max(time.perf_counter_ns() - started, 1),
-        "load_duration": generation.load_ns,
-        "prompt_eval_count": prompt_eval_count,
-        "prompt_eval_duration": generation.prompt_eval_ns,
-        "eval_count": plan.eval_count,
-        "eval_duration": generation.eval_ns,
-    }
+def _ollama_done(
+    reply: dict[str, Any],
+    generation: Generation,
+    started: int,
+    prompt_eval_count: int,
+    plan: AnswerPlan,
+    *,
+    shape: str,
+    seed: int,
+) -> None:
+    """Close ``reply`` as Ollama's last line: done fields, generate's context, then metrics."""
+    reply["done"] = True
+    reply["done_reason"] = plan.finish_reason
+    if shape == "generate":
+        reply["context"] = context_tokens(seed, prompt_eval_count + plan.eval_count)
+    reply["total_duration"] = max(time.perf_counter_ns() - started, 1)
+    reply["load_duration"] = generation.load_ns
+    reply["prompt_eval_count"] = prompt_eval_count
+    reply["prompt_eval_duration"] = generation.prompt_eval_ns
+    reply["eval_count"] = plan.eval_count
+    reply["eval_duration"] = generation.eval_ns
 
 
 async def _ollama_generate_response(
@@ -1003,9 +1013,7 @@ async def _ollama_generate_response(
             drop_after = state.faults.drop_mid_stream_after
             if drop_after is not None and plan.eval_count >= drop_after:
                 await generation.decode(drop_after)
-                state.dropped_streams += 1
-                if state.faults.drop_mode == "abrupt":
-                    await _abort_connection(request)
+                await _drop(request, state)
                 return _ollama_error(500, MID_STREAM_ERROR)
             await generation.decode(plan.eval_count)
             generation.finish()
@@ -1021,11 +1029,7 @@ async def _ollama_generate_response(
                 reply["response"] = plan.text
                 if plan.thinking:
                     reply["thinking"] = plan.thinking_text
-            reply["done"] = True
-            reply["done_reason"] = plan.finish_reason
-            if shape == "generate":
-                reply["context"] = context_tokens(answer.seed, evaluated + plan.eval_count)
-            reply.update(_ollama_metrics(generation, started, evaluated, plan))
+            _ollama_done(reply, generation, started, evaluated, plan, shape=shape, seed=answer.seed)
             return _json(reply)
     except QueueFull:
         return _ollama_error(503, BUSY_MESSAGE)
@@ -1075,11 +1079,7 @@ async def _ollama_stream(
         final["message"] = {"role": "assistant", "content": ""}
     else:
         final["response"] = ""
-    final["done"] = True
-    final["done_reason"] = plan.finish_reason
-    if shape == "generate":
-        final["context"] = context_tokens(seed, evaluated + plan.eval_count)
-    final.update(_ollama_metrics(generation, started, evaluated, plan))
+    _ollama_done(final, generation, started, evaluated, plan, shape=shape, seed=seed)
     await response.write(orjson.dumps(final) + b"\n")
     await response.write_eof()
     return response
@@ -1097,12 +1097,19 @@ async def _maybe_drop(
     drop_after = state.faults.drop_mid_stream_after
     if drop_after is None or emitted < drop_after:
         return False
+    if not await _drop(request, state):
+        await response.write(error_tail)
+        await response.write_eof()
+    return True
+
+
+async def _drop(request: web.Request, state: SimState) -> bool:
+    """Count a drop-mid-stream fault that fires; in abrupt mode also cut the connection, and
+    say so, since then nothing more can be written."""
     state.dropped_streams += 1
-    if state.faults.drop_mode == "abrupt":
-        await _abort_connection(request)
-        return True
-    await response.write(error_tail)
-    await response.write_eof()
+    if state.faults.drop_mode != "abrupt":
+        return False
+    await _abort_connection(request)
     return True
 
 
@@ -1117,13 +1124,10 @@ OLLAMA_DROP_TAIL = orjson.dumps({"error": MID_STREAM_ERROR}) + b"\n"
 
 async def ollama_embed(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    body = _body(request)
-    if isinstance(body, str):
-        return _ollama_error(400, body)
-    common = _ollama_common(state, body)
+    common = _ollama_common(state, request)
     if isinstance(common, web.Response):
         return common
-    raw_input = body.get("input")
+    raw_input = common.body.get("input")
     if isinstance(raw_input, str):
         inputs = [raw_input]
     elif isinstance(raw_input, list) and all(isinstance(i, str) for i in raw_input):
@@ -1147,13 +1151,10 @@ async def ollama_embed(request: web.Request) -> web.Response:
 
 async def ollama_embeddings_legacy(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    body = _body(request)
-    if isinstance(body, str):
-        return _ollama_error(400, body)
-    common = _ollama_common(state, body)
+    common = _ollama_common(state, request)
     if isinstance(common, web.Response):
         return common
-    prompt = body.get("prompt")
+    prompt = common.body.get("prompt")
     if not isinstance(prompt, str):
         return _ollama_error(400, "prompt must be a string")
     result = await _embed(state, common, [prompt])
@@ -1170,15 +1171,28 @@ async def _embed(
     if status is not None:
         return _ollama_error(status, _ollama_injected_message(state))
     tokens = sum(estimate_text_tokens(text) for text in inputs)
-    try:
-        async with Generation(
-            state, common.name, num_ctx=common.num_ctx, keep_alive_s=common.keep_alive_s
-        ) as generation:
-            await generation.prefill(tokens)
-    except QueueFull:
+    generation = await _prefill_only(
+        state, common.name, tokens, num_ctx=common.num_ctx, keep_alive_s=common.keep_alive_s
+    )
+    if generation is None:
         return _ollama_error(503, BUSY_MESSAGE)
     vectors = [embedding_vector(text, state.config.embedding_dim) for text in inputs]
     return vectors, generation, started, tokens
+
+
+async def _prefill_only(
+    state: SimState, name: str, tokens: int, *, num_ctx: int = 0, keep_alive_s: float = 0.0
+) -> Generation | None:
+    """Admit an embedding request and pay its prefill (there is no decode); None when the
+    wait queue is full, which each API words as its own 503."""
+    try:
+        async with Generation(
+            state, name, num_ctx=num_ctx, keep_alive_s=keep_alive_s
+        ) as generation:
+            await generation.prefill(tokens)
+    except QueueFull:
+        return None
+    return generation
 
 
 def _ollama_routes(app: web.Application) -> None:
@@ -1451,9 +1465,7 @@ async def _vllm_generate(
             drop_after = state.faults.drop_mid_stream_after
             if drop_after is not None and plan.eval_count >= drop_after:
                 await generation.decode(drop_after)
-                state.dropped_streams += 1
-                if state.faults.drop_mode == "abrupt":
-                    await _abort_connection(request)
+                await _drop(request, state)
                 return _openai_error(500, MID_STREAM_ERROR)
             await generation.decode(plan.eval_count)
             return _json(_vllm_reply(common, plan, shape))
@@ -1617,10 +1629,7 @@ async def vllm_embeddings(request: web.Request) -> web.Response:
     injected = _vllm_injected(state)
     if injected is not None:
         return injected
-    try:
-        async with Generation(state, common.name, num_ctx=0, keep_alive_s=0) as generation:
-            await generation.prefill(tokens)
-    except QueueFull:
+    if await _prefill_only(state, common.name, tokens) is None:
         return _openai_error(503, BUSY_MESSAGE)
     dim = state.config.embedding_dim
     data = [

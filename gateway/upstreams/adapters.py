@@ -246,16 +246,18 @@ def _passthrough_max_tokens(request: ChatRequest | CompletionRequest, plan: Plan
     return request.max_tokens
 
 
+class NotAnAnswer(GatewayError):
+    """A 200 from the node that is not a JSON object: the node is at fault (the proxy tries
+    another), unlike errors raised while translating a real answer, which are the client's."""
+
+
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        # Raised as a 5xx-class failure so the proxy tries another node.
-        raise GatewayError(
-            502, "The node answered with something that is not JSON.", "server_error"
-        )
+        raise NotAnAnswer(502, "The node answered with something that is not JSON.", "server_error")
     return value
 
 

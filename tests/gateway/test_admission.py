@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 from django.conf import settings
 
 from clawdbot_site.redis_client import async_client
-from gateway.admission import Admission, EjectionPolicy
+from gateway.admission import LEASE_TTL_MS, QUEUE_TTL_MS, Admission, EjectionPolicy
 from gateway.resp import RespClient
 from gateway.snapshot import NodeView, Route
 
@@ -172,5 +174,32 @@ async def test_a_retry_queues_on_the_same_gpu_type_when_it_must_queue(
             estimated_tokens=0, check_rate=False,
         )  # fmt: skip
         assert (verdict.status, verdict.node) == ("queued", "h100")
+    finally:
+        resp.close()
+
+
+async def test_a_place_in_a_queue_lapses_soon_and_is_not_renewed(
+    redis_client: redis.Redis,
+) -> None:
+    # A process that dies with requests queued must not hold back freed slots for a whole
+    # lease: its places live only as long as their polls keep them.
+    resp = RespClient(settings.REDIS_URL)
+    admission = Admission(async_client(), resp)
+    await admission.load()
+    route = _route("busy", max_concurrent=1, queue_size=4)
+    try:
+        for lease in ("a", "b"):
+            await admission.admit(
+                lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
+                estimated_tokens=0, check_rate=False,
+            )  # fmt: skip
+        now_ms = time.time() * 1000
+        place = redis_client.zscore("clawdbot:queue:busy", "b")
+        slot = redis_client.zscore("clawdbot:slots:busy", "a")
+        assert place is not None and place <= now_ms + QUEUE_TTL_MS + 1000
+        assert slot is not None and slot >= now_ms + LEASE_TTL_MS - 1000
+        await admission.renew([("queue:busy", "b"), ("slots:busy", "a")])
+        assert redis_client.zscore("clawdbot:queue:busy", "b") == place
+        assert redis_client.zscore("clawdbot:slots:busy", "a") >= slot  # type: ignore[operator]
     finally:
         resp.close()

@@ -4,8 +4,10 @@ gateway and simulator processes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
@@ -322,3 +324,83 @@ def test_an_openai_node_error_mid_stream_is_the_last_event(
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert '"content"' in events[1]
     assert events[-1].startswith('data: {"error"')
+
+
+class CommentThenErrorNode:
+    """An OpenAI-compatible node whose stream is a `: ping` comment, then an error event:
+    nothing of an answer, so the request must still go to another node."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.wfile.write(b": ping\n\n")
+                self.wfile.flush()
+                self.wfile.write(
+                    b'data: {"error": {"message": "engine dead", "type": "InternalServerError",'
+                    b' "param": null, "code": 500}}\n\ndata: [DONE]\n\n'
+                )
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_node_comment_before_an_error_is_not_content(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    bad = CommentThenErrorNode()
+    try:
+        world = build(
+            gateway,
+            {"bad": bad, "good": simulator("--api", "openai", *PACED)},  # type: ignore[dict-item]
+            api="openai",
+            node_fields={"bad": {"gpu_type": "H200"}, "good": {"gpu_type": "A10"}},
+        )
+        with httpx.stream(
+            "POST",
+            world.base_url + "/chat/completions",
+            headers=world.headers(),
+            json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
+            timeout=20,
+        ) as response:
+            assert response.status_code == 200
+            lines = [line for line in response.iter_lines() if line]
+        assert lines[0] == ": ping"  # passed on as a keep-alive
+        assert "error" not in "".join(lines)
+        assert lines[-1] == "data: [DONE]" and any('"content"' in line for line in lines)
+        assert "x-clawdbot-node" not in response.headers  # the comment went out before an answer
+    finally:
+        bad.stop()
+
+
+def test_a_clients_own_error_in_an_answer_is_not_the_nodes_failure(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # Asking for more embedding dimensions than the model has is the client's mistake, found
+    # only once the node answered: 400 every time, and the node is never ejected for it.
+    world = build(gateway, {"gpu1": simulator(*FAST, "--embedding-dim", "8")})
+    for _ in range(4):
+        response = httpx.post(
+            world.base_url + "/embeddings",
+            headers=world.headers(),
+            json={"model": "qwen3-32b", "input": "hello", "dimensions": 16},
+            timeout=20,
+        )
+        assert response.status_code == 400, response.text
+        assert "x-clawdbot-attempts" not in response.headers
+    assert redis.Redis.from_url(settings.REDIS_URL).hget("clawdbot:eject:gpu1", "fails") in (
+        None,
+        b"0",
+    )

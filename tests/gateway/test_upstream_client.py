@@ -392,3 +392,27 @@ async def test_no_status_line_within_the_first_byte_limit_is_a_timeout(serve) ->
     http = UpstreamClient(connect_s=2, read_s=30, first_byte_s=0.2)
     with pytest.raises(UpstreamTimeout, match="first-byte"):
         await http.post(server.url, "/x", b"{}")
+
+
+async def test_the_first_byte_limit_covers_a_body_that_starts_late(serve) -> None:
+    # vLLM sends its status line at once and its first event after the prefill: that wait is
+    # the first byte's too, and only then the read limit applies.
+    release = asyncio.Event()
+
+    async def headers_first(server, request, writer) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"3\r\nab\n\r\n")
+        await writer.drain()
+        await asyncio.Event().wait()
+        return False
+
+    server = await serve(headers_first)
+    http = UpstreamClient(connect_s=2, read_s=0.2, first_byte_s=5)
+    response = await http.post(server.url, "/x", b"{}")
+    asyncio.get_running_loop().call_later(0.5, release.set)  # a prefill past the read limit
+    assert await response.__anext__() == b"ab\n"
+    with pytest.raises(UpstreamTimeout, match=r"for 0\.2 s"):
+        await response.__anext__()
+    response.close()

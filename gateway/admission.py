@@ -239,6 +239,18 @@ end
 return cooldown
 """
 
+# A lease whose admission reply was never read: out of every slot set and queue it could be in.
+FORGET = r"""
+local p = KEYS[1]
+local lease = ARGV[1]
+for i = 2, #ARGV do
+  redis.call('ZREM', p .. 'slots:' .. ARGV[i], lease)
+  redis.call('ZREM', p .. 'queue:' .. ARGV[i], lease)
+  redis.call('ZREM', p .. 'qorder:' .. ARGV[i], lease)
+end
+return 1
+"""
+
 RENEW = r"""
 local p = KEYS[1]
 local expiry = tonumber(ARGV[1])
@@ -275,6 +287,7 @@ class Admission:
         self._admit = client.register_script(ADMIT)
         self._release = client.register_script(RELEASE)
         self._renew = client.register_script(RENEW)
+        self._forget = client.register_script(FORGET)
         self.policy = policy or EjectionPolicy()
 
     async def admit(
@@ -318,7 +331,7 @@ class Admission:
 
     async def load(self) -> None:
         """Load the scripts into Redis now, so pipelines can EVALSHA them."""
-        for script in (self._admit, self._release, self._renew):
+        for script in (self._admit, self._release, self._renew, self._forget):
             await script.registered_client.script_load(script.script)
 
     async def release(
@@ -351,6 +364,10 @@ class Admission:
         if record:
             args += record
         return int(await self._resp.evalsha(self._release.sha, RELEASE, [KEY_PREFIX], args))
+
+    async def forget(self, lease: str, nodes: list[str]) -> None:
+        """Free whatever an admission call for `lease` on `nodes` may have granted."""
+        await self._resp.evalsha(self._forget.sha, FORGET, [KEY_PREFIX], [lease, *nodes])
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
         """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs. Places

@@ -272,9 +272,20 @@ class Proxy:
             r.node for r in routes if r.node.name == verdict.node
         )
 
-    async def _admit(self, **kwargs: Any) -> Verdict:
+    async def _admit(self, *, lease: str, routes: tuple[Route, ...], **kwargs: Any) -> Verdict:
         try:
-            return await self.rt.admission.admit(**kwargs)
+            return await self.rt.admission.admit(lease=lease, routes=routes, **kwargs)
+        except asyncio.CancelledError:
+            # The client left while the call was in flight: its reply, which may grant a slot
+            # or a place in a queue, is dropped unread. Take the lease out of wherever it may
+            # have gone (sent after it on the same connection, so run after it), instead of
+            # leaving a slot taken until the lease lapses.
+            nodes = [route.node.name for route in routes]
+            try:
+                await asyncio.shield(self.rt.admission.forget(lease, nodes))
+            except Exception as exc:  # Redis gone too: the lease lapses by itself
+                log.warning("could not free lease %s: %s", lease, exc)
+            raise
         except (RespError, RedisError) as exc:
             log.warning("admission failed: %s", exc)
             raise upstream_unavailable(

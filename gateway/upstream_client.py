@@ -28,6 +28,12 @@ import httptools
 # the gateway buffer a whole answer in memory.
 HIGH_WATER = 256 * 1024
 MAX_IDLE_PER_NODE = 256
+# A node closing an idle pooled connection just as a request goes out shows as a disconnect
+# within a round trip: the request is sent again on a new connection. A later disconnect with
+# no byte of answer is a node that failed while working on it (Ollama sends nothing during a
+# prefill): sending it again to the same node would run it twice, so it is an error, which
+# the proxy takes to another node.
+STALE_RESEND_S = 0.5
 
 
 class UpstreamError(Exception):
@@ -349,10 +355,18 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamClient:
-    def __init__(self, *, connect_s: float, read_s: float, first_byte_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_s: float,
+        read_s: float,
+        first_byte_s: float = 0.0,
+        stale_resend_s: float = STALE_RESEND_S,
+    ) -> None:
         self.connect_s = connect_s
         self.read_s = read_s
         self.first_byte_s = first_byte_s or read_s
+        self.stale_resend_s = stale_resend_s
         self._origins: dict[str, Origin] = {}
         self._idle: dict[str, list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
@@ -390,13 +404,17 @@ class UpstreamClient:
                 await response.wait_headers(idle_s, on_idle)
             except UpstreamDisconnected:
                 response.close()
-                if reused and not response.got_bytes:
+                if reused and not response.got_bytes and self._just_sent(response, loop):
                     continue  # the node closed it while idle: it never saw this request
                 raise
             except BaseException:
                 response.close()
                 raise
             return response
+
+    def _just_sent(self, response: UpstreamResponse, loop: asyncio.AbstractEventLoop) -> bool:
+        sent_at = response._headers_by - self.first_byte_s
+        return loop.time() - sent_at < self.stale_resend_s
 
     def _take_idle(self, key: str) -> _Connection | None:
         idle = self._idle.get(key)

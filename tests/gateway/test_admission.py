@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from types import SimpleNamespace
 
+import pytest
 import redis
 from django.conf import settings
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import LEASE_TTL_MS, QUEUE_TTL_MS, Admission, EjectionPolicy
+from gateway.proxy import Proxy
 from gateway.resp import RespClient
 from gateway.snapshot import NodeView, Route
 
@@ -203,3 +207,48 @@ async def test_a_place_in_a_queue_lapses_soon_and_is_not_renewed(
         assert redis_client.zscore("clawdbot:slots:busy", "a") >= slot  # type: ignore[operator]
     finally:
         resp.close()
+
+
+async def test_forget_frees_whatever_an_unread_admission_granted(
+    redis_client: redis.Redis,
+) -> None:
+    resp = RespClient(settings.REDIS_URL)
+    admission = Admission(async_client(), resp)
+    await admission.load()
+    route = _route("busy", max_concurrent=1, queue_size=4)
+    try:
+        for lease in ("a", "b"):
+            await admission.admit(
+                lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
+                estimated_tokens=0, check_rate=False,
+            )  # fmt: skip
+        await admission.forget("a", ["other", "busy"])
+        await admission.forget("b", ["busy"])
+        for key in ("slots", "queue", "qorder"):
+            assert redis_client.zcard(f"clawdbot:{key}:busy") == 0
+    finally:
+        resp.close()
+
+
+async def test_a_client_leaving_during_admission_leaves_no_slot_taken() -> None:
+    """The proxy side: cancelled while the admission call is in flight, it asks Redis to
+    forget the lease on every node the call could have granted."""
+    in_flight = asyncio.Event()
+    forgotten: list[tuple[str, list[str]]] = []
+
+    class PendingAdmission:
+        async def admit(self, **kwargs: object) -> None:
+            in_flight.set()
+            await asyncio.Event().wait()  # the reply never comes before the cancel
+
+        async def forget(self, lease: str, nodes: list[str]) -> None:
+            forgotten.append((lease, nodes))
+
+    proxy = Proxy(SimpleNamespace(admission=PendingAdmission()), send=None)  # type: ignore[arg-type]
+    routes = (_route("gpu1"), _route("gpu2"))
+    task = asyncio.ensure_future(proxy._admit(lease="L", routes=routes, check_rate=False))
+    await in_flight.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert forgotten == [("L", ["gpu1", "gpu2"])]

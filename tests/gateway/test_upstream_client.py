@@ -416,3 +416,27 @@ async def test_the_first_byte_limit_covers_a_body_that_starts_late(serve) -> Non
     with pytest.raises(UpstreamTimeout, match=r"for 0\.2 s"):
         await response.__anext__()
     response.close()
+
+
+async def test_a_pooled_connection_dropped_late_is_not_sent_again(serve) -> None:
+    """No answer byte, but the node had the request for a while (a crash mid-prefill): sent
+    again it would run twice on the same node, so it is an error for the proxy to handle."""
+    dropped = asyncio.Event()
+
+    async def handler(server, request, writer) -> bool:
+        if len(server.requests) == 1:
+            writer.write(answer(b"{}"))
+            await writer.drain()
+            return True
+        await asyncio.sleep(0.3)  # the node works on it, then dies
+        dropped.set()
+        return False
+
+    server = await serve(handler)
+    http = UpstreamClient(connect_s=2, read_s=5, stale_resend_s=0.1)
+    first = await http.post(server.url, "/x", b"{}")
+    await first.read()
+    first.close()
+    with pytest.raises(UpstreamDisconnected):
+        await http.post(server.url, "/x", b"{}")
+    assert dropped.is_set() and len(server.requests) == 2

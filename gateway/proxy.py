@@ -59,6 +59,8 @@ class StreamRelay(Protocol):
     def finish(self) -> bytes: ...
     @property
     def failed(self) -> GatewayError | None: ...
+    @property
+    def streamed(self) -> int: ...  # events relayed so far, about a token each
 
 
 class NodeCall(Protocol):
@@ -466,6 +468,13 @@ class Proxy:
                         break  # the error event was the last thing this stream says
         except RETRYABLE_EXCEPTIONS as exc:
             log.warning("%s: %s dropped the stream: %s", ex.request_id, node.name, exc)
+        except asyncio.CancelledError:
+            # The client left mid-answer: the node's own count never comes, so what was
+            # streamed stands in for it (the request log and the tokens-per-minute limit
+            # must not count a long answer cut short as its prompt alone).
+            if ex.content_sent:
+                ex.completion_tokens = relay.streamed
+            raise
         finally:
             if pending is not None:
                 pending.cancel()

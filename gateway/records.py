@@ -21,9 +21,12 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
     Also for requests that never reached the proxy (no lease: the script only records)."""
     duration = time.perf_counter() - ex.started
     token_delta = 0
-    if ex.key is not None and ex.key.tpm_limit:
-        used = (ex.prompt_tokens or 0) + (ex.completion_tokens or 0)
-        token_delta = used - ex.estimated_tokens if used else 0
+    known = ex.prompt_tokens is not None or ex.completion_tokens is not None
+    if ex.key is not None and ex.key.tpm_limit and known:
+        # The reservation (prompt estimate plus requested output) corrected to what was used;
+        # a prompt count the node never sent stays the estimate.
+        prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.prompt_estimate
+        token_delta = prompt + (ex.completion_tokens or 0) - ex.estimated_tokens
     entry: dict[str, Any] = {
         "request_id": ex.request_id,
         "ts": ex.wall,

@@ -29,6 +29,7 @@ class NdjsonRelay:
     def __init__(self, translator: ollama.ChatStreamTranslator | ollama.CompletionStreamTranslator):
         self.translator = translator
         self._buffer = b""
+        self.streamed = 0  # lines relayed: Ollama streams a token a line
 
     @property
     def prompt_tokens(self) -> int | None:
@@ -45,6 +46,7 @@ class NdjsonRelay:
     def _line(self, line: bytes) -> bytes:
         if not line.strip() or self.translator.finished:
             return b""
+        self.streamed += 1
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -84,6 +86,10 @@ class SseRelayAdapter:
     @property
     def failed(self) -> GatewayError | None:
         return self.relay.error
+
+    @property
+    def streamed(self) -> int:
+        return self.relay.events
 
     def feed(self, chunk: bytes) -> bytes:
         return self.relay.feed(chunk)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import openai
+import orjson
 import pytest
+import redis
+from django.conf import settings
 from django.db import OperationalError
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -136,3 +140,40 @@ def test_request_logs_wait_in_redis_while_the_database_is_down(
     assert sync_client().llen(BUFFER) == 5
     assert tasks.flush_request_logs() == 5
     assert RequestLog.objects.count() == 5
+
+
+def test_a_stream_cut_short_by_its_client_counts_what_was_streamed(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    # Leaving before the node's final count must not make a long answer cost only its prompt.
+    paced = ("--model", "qwen3:32b", "--preloaded", "--prefill-ms", "0", "--decode-ms", "10")
+    world = build(
+        gateway,
+        {"gpu1": simulator(*paced, "--answer-tokens", "500")},
+        key_fields={"tpm_limit": 100_000},
+    )
+    with httpx.stream(
+        "POST",
+        world.base_url + "/chat/completions",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
+        timeout=20,
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        content = 0
+        for line in response.iter_lines():
+            content += '"content":"' in line and '"content":""' not in line
+            if content == 30:
+                break  # leaving closes the connection
+    buffered = redis.Redis.from_url(settings.REDIS_URL)
+    entry: dict[str, object] = {}
+    for _ in range(500):  # bounded poll: the entry is written as the cancelled request ends
+        entries = [orjson.loads(raw) for raw in buffered.lrange(BUFFER, 0, -1)]
+        entry = next((e for e in entries if e["request_id"] == request_id), {})
+        if entry:
+            break
+        time.sleep(0.02)
+    assert entry["status"] == 499
+    assert isinstance(entry["completion_tokens"], int) and entry["completion_tokens"] >= 30
+    charged = sum(int(buffered.get(k) or 0) for k in buffered.keys("clawdbot:rl:t:*"))
+    assert charged >= 30 + 3  # what was streamed, plus the prompt

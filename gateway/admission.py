@@ -144,6 +144,9 @@ if best ~= nil then
   if queued_at ~= '' then
     redis.call('ZREM', p .. 'queue:' .. queued_at, lease)
     redis.call('ZREM', p .. 'qorder:' .. queued_at, lease)
+    if best ~= queued_at and redis.call('ZCARD', p .. 'queue:' .. queued_at) > 0 then
+      redis.call('PUBLISH', p .. 'freed:' .. queued_at, '')  -- those behind it move up
+    end
   end
   verdict, chosen = 'ok', best
 elseif queued_at ~= '' then
@@ -198,6 +201,10 @@ if lease ~= '' then
     redis.call('ZREM', p .. 'qorder:' .. node, lease)
   else
     redis.call('ZREM', p .. 'slots:' .. node, lease)
+  end
+  -- Requests wait in this node's queue: the next one can move (gateway.queue_signals).
+  if redis.call('ZCARD', p .. 'queue:' .. node) > 0 then
+    redis.call('PUBLISH', p .. 'freed:' .. node, '')
   end
   local ek = p .. 'eject:' .. node
   if outcome == 'ok' then

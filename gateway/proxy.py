@@ -19,6 +19,7 @@ from gateway.admission import Verdict
 from gateway.errors import GatewayError, upstream_unavailable
 from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
 from gateway.ids import new_id
+from gateway.queue_signals import Place
 from gateway.resp import RespError
 from gateway.runtime import Runtime
 from gateway.snapshot import KeyView, NodeView, Route
@@ -31,6 +32,9 @@ from gateway.upstream_client import (
 from gateway.upstreams.adapters import NotAnAnswer
 
 log = logging.getLogger(__name__)
+
+POLL_MAX_S = 0.25  # longest wait between a queued request's admission calls
+POLL_MAX_UNSIGNALLED_S = 0.05  # the same while queue wake-ups are unavailable
 
 # Failures worth another node: the node, not the request, is at fault.
 RETRYABLE_EXCEPTIONS = (UpstreamError,)
@@ -269,7 +273,7 @@ class Proxy:
         ex.lease_queued = verdict.status == "queued"
         self.rt.leases[lease] = ("queue:" if ex.lease_queued else "slots:") + verdict.node
         if ex.lease_queued:
-            verdict = await self.wait_in_queue(ex, routes, lease, verdict, prefer)
+            verdict = await self.wait_in_queue(ex, routes, lease, prefer)
         return self.rt.snapshot.nodes.get(verdict.node) or next(
             r.node for r in routes if r.node.name == verdict.node
         )
@@ -297,7 +301,17 @@ class Proxy:
             ) from None
 
     async def wait_in_queue(
-        self, ex: Exchange, routes: tuple[Route, ...], lease: str, verdict: Verdict, prefer: str
+        self, ex: Exchange, routes: tuple[Route, ...], lease: str, prefer: str
+    ) -> Verdict:
+        signals = self.rt.signals
+        place = signals.enter(ex.lease_node)
+        try:
+            return await self._wait_for_slot(ex, routes, lease, prefer, place)
+        finally:
+            signals.leave(place)
+
+    async def _wait_for_slot(
+        self, ex: Exchange, routes: tuple[Route, ...], lease: str, prefer: str, place: Place
     ) -> Verdict:
         deadline = time.monotonic() + settings.CLAWDBOT_QUEUE_TIMEOUT_S
         next_ping = time.monotonic() + settings.CLAWDBOT_KEEPALIVE_S
@@ -313,9 +327,13 @@ class Proxy:
             if ex.stream and now >= next_ping:
                 await self.comment(ex, b": queued, waiting for a free slot\n\n")
                 next_ping = now + settings.CLAWDBOT_KEEPALIVE_S
-            # Cross-process slots free up without notice: poll, backing off to 50 ms.
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            # Woken when a slot frees on the node (queue_signals), or poll: a slot can also
+            # free without notice (a lapsed lease, a lost message). Polls back off to 250 ms
+            # while wake-ups arrive, 50 ms while they cannot.
+            until = min(deadline, next_ping) if ex.stream else deadline
+            await self.rt.signals.wait(place, max(0.001, min(delay, until - now)))
+            cap = POLL_MAX_S if self.rt.signals.subscribed.is_set() else POLL_MAX_UNSIGNALLED_S
+            delay = min(delay * 2, cap)
             verdict = await self._admit(
                 lease=lease,
                 routes=routes,

@@ -18,6 +18,7 @@ from django.db import close_old_connections, connection
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
+from gateway.queue_signals import QueueSignals
 from gateway.resp import RespClient
 from gateway.routing_version import VERSION_KEY
 from gateway.snapshot import Live, Snapshot, build_snapshot, reweigh
@@ -43,6 +44,7 @@ class Runtime:
     redis_ok: bool = True
     snapshot_error: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    signals: QueueSignals = field(default_factory=QueueSignals)
 
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")

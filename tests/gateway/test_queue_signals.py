@@ -1,0 +1,81 @@
+"""Queued requests woken through Redis pub/sub when a slot frees."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+from django.conf import settings
+
+from clawdbot_site.redis_client import async_client
+from gateway.admission import Admission
+from gateway.queue_signals import QueueSignals
+from gateway.resp import RespClient
+from tests.gateway.test_admission import _route
+
+LONG_S = 30.0  # a wait that only a wake-up ends within the test's time
+
+
+async def _until(condition_met: asyncio.Future[None] | asyncio.Task[None]) -> None:
+    await asyncio.wait_for(asyncio.shield(condition_met), timeout=5)
+
+
+async def test_a_freed_slot_wakes_the_longest_waiting_request_first(
+    redis_client: redis.Redis,
+) -> None:
+    signals = QueueSignals()
+    first, second = signals.enter("gpu1"), signals.enter("gpu1")
+    try:
+        await asyncio.wait_for(signals.subscribed.wait(), timeout=5)
+        woken_first = asyncio.ensure_future(signals.wait(first, LONG_S))
+        woken_second = asyncio.ensure_future(signals.wait(second, LONG_S))
+        for _ in range(100):  # bounded: until both have gone to sleep
+            if first.waker is not None and second.waker is not None:
+                break
+            await asyncio.sleep(0)
+        redis_client.publish("clawdbot:freed:gpu1", "")
+        await _until(woken_first)
+        assert not woken_second.done()  # one slot, one wake-up per process
+        redis_client.publish("clawdbot:freed:gpu2", "")  # another node's queue
+        redis_client.publish("clawdbot:freed:gpu1", "")
+        await _until(woken_second)
+    finally:
+        signals.leave(first)
+        signals.leave(second)
+        await signals.aclose()
+
+
+async def test_releasing_a_slot_announces_it_only_to_a_queue_with_waiters(
+    redis_client: redis.Redis,
+) -> None:
+    resp = RespClient(settings.REDIS_URL)
+    admission = Admission(async_client(), resp)
+    await admission.load()
+    route = _route("busy", max_concurrent=1, queue_size=4)
+    listener = redis_client.pubsub()
+    listener.psubscribe("clawdbot:freed:*")
+    assert listener.get_message(timeout=5)["type"] == "psubscribe"  # type: ignore[index]
+
+    async def admit(lease: str) -> str:
+        verdict = await admission.admit(
+            lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
+            estimated_tokens=0, check_rate=False,
+        )  # fmt: skip
+        return verdict.status
+
+    try:
+        assert await admit("a") == "ok"
+        await admission.release(lease="a", node="busy", outcome="ok")  # nobody waits
+        redis_client.publish("clawdbot:freed:marker", "")
+        assert await admit("b") == "ok"
+        assert await admit("c") == "queued"
+        await admission.release(lease="b", node="busy", outcome="ok")  # "c" waits
+        channels = [listener.get_message(timeout=5) for _ in range(2)]
+        # In order: had the first release announced anything, it would come before the marker.
+        assert [m["channel"] for m in channels if m] == [
+            b"clawdbot:freed:marker",
+            b"clawdbot:freed:busy",
+        ]
+    finally:
+        listener.close()
+        resp.close()

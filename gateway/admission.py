@@ -20,7 +20,7 @@ from gateway.resp import RespClient
 from gateway.snapshot import Route
 
 LEASE_TTL_MS = 30_000
-# A place in a queue is refreshed by its request's every poll (at most 50 ms apart), not by
+# A place in a queue is refreshed by its request's every poll (at most 250 ms apart), not by
 # the lease renewal: it lapses this soon after its process dies, so a dead process's places
 # cannot hold back the slots they would have had first claim on.
 QUEUE_TTL_MS = 3_000
@@ -145,7 +145,7 @@ if best ~= nil then
     redis.call('ZREM', p .. 'queue:' .. queued_at, lease)
     redis.call('ZREM', p .. 'qorder:' .. queued_at, lease)
     if best ~= queued_at and redis.call('ZCARD', p .. 'queue:' .. queued_at) > 0 then
-      redis.call('PUBLISH', p .. 'freed:' .. queued_at, '')  -- those behind it move up
+      redis.pcall('PUBLISH', p .. 'freed:' .. queued_at, '')  -- those behind it move up
     end
   end
   verdict, chosen = 'ok', best
@@ -203,8 +203,9 @@ if lease ~= '' then
     redis.call('ZREM', p .. 'slots:' .. node, lease)
   end
   -- Requests wait in this node's queue: the next one can move (gateway.queue_signals).
+  -- pcall: a Redis user without the channel permission loses wake-ups, not the release.
   if redis.call('ZCARD', p .. 'queue:' .. node) > 0 then
-    redis.call('PUBLISH', p .. 'freed:' .. node, '')
+    redis.pcall('PUBLISH', p .. 'freed:' .. node, '')
   end
   local ek = p .. 'eject:' .. node
   if outcome == 'ok' then

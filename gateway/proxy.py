@@ -34,7 +34,7 @@ from gateway.upstreams.adapters import NotAnAnswer
 log = logging.getLogger(__name__)
 
 POLL_MAX_S = 0.25  # longest wait between a queued request's admission calls
-POLL_MAX_UNSIGNALLED_S = 0.05  # the same while queue wake-ups are unavailable
+POLL_MAX_UNSIGNALLED_S = 0.05  # the same without wake-ups, or with other nodes to watch
 
 # Failures worth another node: the node, not the request, is at fault.
 RETRYABLE_EXCEPTIONS = (UpstreamError,)
@@ -316,6 +316,7 @@ class Proxy:
         deadline = time.monotonic() + settings.CLAWDBOT_QUEUE_TIMEOUT_S
         next_ping = time.monotonic() + settings.CLAWDBOT_KEEPALIVE_S
         delay = 0.005
+        signals = self.rt.signals
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -328,12 +329,13 @@ class Proxy:
                 await self.comment(ex, b": queued, waiting for a free slot\n\n")
                 next_ping = now + settings.CLAWDBOT_KEEPALIVE_S
             # Woken when a slot frees on the node (queue_signals), or poll: a slot can also
-            # free without notice (a lapsed lease, a lost message). Polls back off to 250 ms
-            # while wake-ups arrive, 50 ms while they cannot.
+            # free without notice (a lapsed lease, a lost message, another node).
             until = min(deadline, next_ping) if ex.stream else deadline
-            await self.rt.signals.wait(place, max(0.001, min(delay, until - now)))
-            cap = POLL_MAX_S if self.rt.signals.subscribed.is_set() else POLL_MAX_UNSIGNALLED_S
-            delay = min(delay * 2, cap)
+            await signals.wait(place, max(0.001, min(delay, until - now)))
+            # Wake-ups come only from the node it queued on: a request that could also run on
+            # other nodes keeps polling often enough to notice their slots freeing.
+            slow = len(routes) == 1 and signals.subscribed.is_set()
+            delay = min(delay * 2, POLL_MAX_S if slow else POLL_MAX_UNSIGNALLED_S)
             verdict = await self._admit(
                 lease=lease,
                 routes=routes,
@@ -345,6 +347,7 @@ class Proxy:
                 queued_at=ex.lease_node,
                 prefer_gpu=prefer,
             )
+            signals.polled(place)
             if verdict.status == "ok":
                 self.rt.leases[lease] = "slots:" + verdict.node
                 ex.lease_node, ex.lease_queued = verdict.node, False
@@ -501,6 +504,8 @@ class Proxy:
         if failure is not None and not ex.content_sent:
             raise Retry(failure)
         ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
+        if ex.completion_tokens is None:
+            ex.completion_tokens = relay.streamed  # cut short: what reached the client
         if failure is None:
             self._truncated(ex)  # too late for a header: the log and the request log say it
         await self.start_stream(ex)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -28,6 +29,9 @@ class RespError(Exception):
 
 class NoScript(RespError):
     pass
+
+
+_PUSHES = (b"pmessage", b"message")
 
 
 def encode(args: tuple[Any, ...]) -> bytes:
@@ -43,6 +47,10 @@ class _Connection(asyncio.Protocol):
         self.parser = hiredis.Reader()
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.closed = False
+        # A subscriber connection (RespClient.subscribe) hands published messages here;
+        # they come unasked, so they must not be matched with a call.
+        self.on_push: Callable[[list[Any]], None] | None = None
+        self.lost: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -50,6 +58,7 @@ class _Connection(asyncio.Protocol):
         # Kept, so a call need not ask for the running loop: on Python 3.11 each asking
         # is a getpid system call.
         self.loop = asyncio.get_running_loop()
+        self.lost = self.loop.create_future()
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed(data)
@@ -62,6 +71,9 @@ class _Connection(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if self.on_push is not None and type(reply) is list and reply and reply[0] in _PUSHES:
+                self.on_push(reply)
+                continue
             if not pending:
                 self.fail(RespError("Redis sent a reply nobody asked for"))
                 return
@@ -79,6 +91,11 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail_pending(RespError("Redis closed the connection"))
+        self._mark_lost()
+
+    def _mark_lost(self) -> None:
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
 
     def call(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         assert self.transport is not None
@@ -93,6 +110,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self._fail_pending(error)
+        self._mark_lost()
 
     def _fail_pending(self, error: RespError) -> None:
         while self.pending:
@@ -179,6 +197,21 @@ class RespClient:
                 await conn.call(encode(("SELECT", self._db)), loop)
         except BaseException:
             conn.fail(RespError("connection set-up failed"))
+            raise
+        return conn
+
+    async def subscribe(self, pattern: str, on_push: Callable[[list[Any]], None]) -> _Connection:
+        """A connection of its own, subscribed to `pattern`: each message published to a
+        matching channel goes to `on_push` as [b"pmessage", pattern, channel, data]. Calls on
+        it (PING) still get their replies; `lost` resolves when it closes."""
+        async with asyncio.timeout(self.timeout_s):
+            conn = await self._connect()
+        conn.on_push = on_push
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await conn.call(encode(("PSUBSCRIBE", pattern)), conn.loop)
+        except BaseException:
+            conn.fail(RespError("subscription failed"))
             raise
         return conn
 

@@ -192,13 +192,15 @@ class OllamaEmbeddingCall:
         )
 
     def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
+        native = _json(raw)
         answer = ollama.ollama_embed_to_openai(
-            _json(raw),
+            native,
             self.request.model,
             encoding_format=self.request.encoding_format,
             dimensions=self.request.dimensions,
         )
-        return orjson.dumps(answer), *_usage_counts(answer)
+        prompt, _ = _native_counts(native)  # left out: unknown, not 0 (see above)
+        return orjson.dumps(answer), prompt, None
 
     def relay(self) -> NdjsonRelay:
         raise AssertionError("embeddings do not stream")

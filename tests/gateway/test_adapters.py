@@ -10,9 +10,9 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.plan import plan_generation
-from gateway.requests import validate_chat
+from gateway.requests import validate_chat, validate_embedding
 from gateway.snapshot import NodeView, ProfileView
-from gateway.upstreams.adapters import GenerationCall
+from gateway.upstreams.adapters import EmbeddingCall, GenerationCall
 
 PROFILE = ProfileView(
     id=1,
@@ -77,3 +77,12 @@ def test_a_prompt_count_ollama_left_out_is_unknown_not_zero() -> None:
     body, prompt, completion = _call({}, 10, "ollama").translate(orjson.dumps(answer))
     assert (prompt, completion) == (None, 2)
     assert orjson.loads(body)["usage"]["prompt_tokens"] == 0  # the wire shape needs a number
+
+
+def test_an_embedding_count_ollama_left_out_is_unknown_not_zero() -> None:
+    request = validate_embedding({"model": "qwen3-32b", "input": "hello"})
+    call = EmbeddingCall(request, PROFILE).for_node(_node("ollama"))
+    answer = {"model": "qwen3:32b", "embeddings": [[0.1, 0.2]]}
+    body, prompt, completion = call.translate(orjson.dumps(answer))
+    assert (prompt, completion) == (None, None)  # the reservation stands, nothing refunded
+    assert orjson.loads(body)["usage"]["prompt_tokens"] == 0

@@ -79,3 +79,57 @@ async def test_releasing_a_slot_announces_it_only_to_a_queue_with_waiters(
     finally:
         listener.close()
         resp.close()
+
+
+async def test_a_wake_up_that_finds_its_request_busy_is_kept_for_it(
+    redis_client: redis.Redis,
+) -> None:
+    # The oldest request is asking Redis already (its answer may predate the freed slot): the
+    # wake-up waits for its next sleep; a second one goes to the next request along.
+    signals = QueueSignals()
+    oldest, next_one = signals.enter("gpu1"), signals.enter("gpu1")
+    try:
+        signals.freed("gpu1")  # neither is asleep
+        sleeping = asyncio.ensure_future(signals.wait(next_one, LONG_S))
+        for _ in range(100):  # bounded: until it has gone to sleep
+            if next_one.waker is not None:
+                break
+            await asyncio.sleep(0)
+        signals.freed("gpu1")
+        await _until(sleeping)
+        await asyncio.wait_for(signals.wait(oldest, LONG_S), timeout=5)  # returns at once
+        signals.polled(oldest)
+        assert not oldest.pending and not oldest.claimed
+    finally:
+        signals.leave(oldest)
+        signals.leave(next_one)
+        await signals.aclose()
+
+
+async def test_a_redis_user_without_channel_permission_still_releases(
+    redis_client: redis.Redis,
+) -> None:
+    # Wake-ups need the channel permission; without it admission must still work.
+    user = "clawdbot-test-nochannels"
+    redis_client.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", ">pw", "~*", "+@all", "resetchannels"
+    )
+    scheme, rest = settings.REDIS_URL.split("://", 1)
+    resp = RespClient(f"{scheme}://{user}:pw@{rest}")
+    try:
+        admission = Admission(async_client(), resp)
+        await admission.load()
+        route = _route("busy", max_concurrent=1, queue_size=4)
+        statuses = []
+        for lease in ("a", "b"):
+            verdict = await admission.admit(
+                lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
+                estimated_tokens=0, check_rate=False,
+            )  # fmt: skip
+            statuses.append(verdict.status)
+        assert statuses == ["ok", "queued"]
+        await admission.release(lease="a", node="busy", outcome="ok")  # would publish
+        assert redis_client.zcard("clawdbot:slots:busy") == 0
+    finally:
+        resp.close()
+        redis_client.execute_command("ACL", "DELUSER", user)

@@ -118,3 +118,20 @@ async def test_a_redis_that_never_answers_times_out_every_waiting_call() -> None
         client.close()
         server.close()
     assert all(isinstance(r, RespError) and "did not answer" in str(r) for r in results)
+
+
+async def test_a_subscription_hands_over_messages_and_still_answers_calls(
+    redis_client: redis.Redis,
+) -> None:
+    pushed: list[list[object]] = []
+    conn = await RespClient(settings.REDIS_URL).subscribe("clawdbot:freed:*", pushed.append)
+    try:
+        redis_client.publish("clawdbot:freed:gpu1", "x")
+        # A published message arriving before the ping's reply is not taken for it.
+        assert await conn.call(encode(("PING",)), conn.loop) == [b"pong", b""]
+        assert pushed == [[b"pmessage", b"clawdbot:freed:*", b"clawdbot:freed:gpu1", b"x"]]
+        assert conn.lost is not None and not conn.lost.done()
+        conn.fail(RespError("closing"))
+        assert conn.lost.done()
+    finally:
+        conn.fail(RespError("closing"))

@@ -355,13 +355,7 @@ def stream_past_a_slow_node(
         {"slow": simulator(*SLOW, "--decode-ms", "3000"), "good": simulator(*FAST)},
         node_fields={"slow": {"gpu_type": "H200"}, "good": {"gpu_type": "A10"}},
     )
-    with httpx.stream(
-        "POST",
-        world.base_url + "/chat/completions",
-        headers=world.headers(),
-        json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
-        timeout=20,
-    ) as response:
+    with world.stream_chat() as response:
         assert response.status_code == 200
         return response.headers, [line for line in response.iter_lines() if line]
 

@@ -95,12 +95,7 @@ async def test_streaming_with_the_async_client(world: World) -> None:
 
 
 def test_sync_stream_raw_sse_ends_with_done(world: World) -> None:
-    with httpx.stream(
-        "POST",
-        world.base_url + "/chat/completions",
-        headers=world.headers(),
-        json={"model": "qwen3-32b", "messages": HELLO, "stream": True, "max_tokens": 3},
-    ) as response:
+    with world.stream_chat(max_tokens=3) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
@@ -336,17 +331,9 @@ def test_a_truncated_streamed_prompt_is_recorded_in_the_request_log(
     # goes to the request log, where the admin can filter for it.
     sim = simulator(*SIM, "--context-length", "1024", "--ignore-truncate")
     world = build(gateway, {"gpu1": sim})
-    with httpx.stream(
-        "POST",
-        world.base_url + "/chat/completions",
-        headers=world.headers(),
-        json={
-            "model": "qwen3-32b",
-            "messages": [{"role": "user", "content": "word " * 3000}],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        },
-        timeout=20,
+    with world.stream_chat(
+        messages=[{"role": "user", "content": "word " * 3000}],
+        stream_options={"include_usage": True},
     ) as response:
         assert response.status_code == 200
         request_id = response.headers["x-request-id"]

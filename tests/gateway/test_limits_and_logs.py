@@ -152,13 +152,7 @@ def test_a_stream_cut_short_by_its_client_counts_what_was_streamed(
         {"gpu1": simulator(*paced, "--answer-tokens", "500")},
         key_fields={"tpm_limit": 100_000},
     )
-    with httpx.stream(
-        "POST",
-        world.base_url + "/chat/completions",
-        headers=world.headers(),
-        json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
-        timeout=20,
-    ) as response:
+    with world.stream_chat() as response:
         request_id = response.headers["x-request-id"]
         content = 0
         for line in response.iter_lines():

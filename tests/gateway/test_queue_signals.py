@@ -7,11 +7,8 @@ import asyncio
 import redis
 from django.conf import settings
 
-from clawdbot_site.redis_client import async_client
-from gateway.admission import Admission
 from gateway.queue_signals import QueueSignals
-from gateway.resp import RespClient
-from tests.gateway.test_admission import _route
+from tests.gateway.admitting import admission_on, admit, route
 
 LONG_S = 30.0  # a wait that only a wake-up ends within the test's time
 
@@ -48,28 +45,18 @@ async def test_a_freed_slot_wakes_the_longest_waiting_request_first(
 async def test_releasing_a_slot_announces_it_only_to_a_queue_with_waiters(
     redis_client: redis.Redis,
 ) -> None:
-    resp = RespClient(settings.REDIS_URL)
-    admission = Admission(async_client(), resp)
-    await admission.load()
-    route = _route("busy", max_concurrent=1, queue_size=4)
+    busy = route("busy", max_concurrent=1, queue_size=4)
     listener = redis_client.pubsub()
     listener.psubscribe("clawdbot:freed:*")
     assert listener.get_message(timeout=5)["type"] == "psubscribe"  # type: ignore[index]
-
-    async def admit(lease: str) -> str:
-        verdict = await admission.admit(
-            lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
-            estimated_tokens=0, check_rate=False,
-        )  # fmt: skip
-        return verdict.status
-
     try:
-        assert await admit("a") == "ok"
-        await admission.release(lease="a", node="busy", outcome="ok")  # nobody waits
-        redis_client.publish("clawdbot:freed:marker", "")
-        assert await admit("b") == "ok"
-        assert await admit("c") == "queued"
-        await admission.release(lease="b", node="busy", outcome="ok")  # "c" waits
+        async with admission_on() as admission:
+            assert (await admit(admission, "a", busy)).status == "ok"
+            await admission.release(lease="a", node="busy", outcome="ok")  # nobody waits
+            redis_client.publish("clawdbot:freed:marker", "")
+            assert (await admit(admission, "b", busy)).status == "ok"
+            assert (await admit(admission, "c", busy)).status == "queued"
+            await admission.release(lease="b", node="busy", outcome="ok")  # "c" waits
         channels = [listener.get_message(timeout=5) for _ in range(2)]
         # In order: had the first release announced anything, it would come before the marker.
         assert [m["channel"] for m in channels if m] == [
@@ -78,7 +65,6 @@ async def test_releasing_a_slot_announces_it_only_to_a_queue_with_waiters(
         ]
     finally:
         listener.close()
-        resp.close()
 
 
 async def test_a_wake_up_that_finds_its_request_busy_is_kept_for_it(
@@ -115,21 +101,12 @@ async def test_a_redis_user_without_channel_permission_still_releases(
         "ACL", "SETUSER", user, "reset", "on", ">pw", "~*", "+@all", "resetchannels"
     )
     scheme, rest = settings.REDIS_URL.split("://", 1)
-    resp = RespClient(f"{scheme}://{user}:pw@{rest}")
+    busy = route("busy", max_concurrent=1, queue_size=4)
     try:
-        admission = Admission(async_client(), resp)
-        await admission.load()
-        route = _route("busy", max_concurrent=1, queue_size=4)
-        statuses = []
-        for lease in ("a", "b"):
-            verdict = await admission.admit(
-                lease=lease, routes=[route], key_id=None, rpm=None, tpm=None,
-                estimated_tokens=0, check_rate=False,
-            )  # fmt: skip
-            statuses.append(verdict.status)
-        assert statuses == ["ok", "queued"]
-        await admission.release(lease="a", node="busy", outcome="ok")  # would publish
+        async with admission_on(f"{scheme}://{user}:pw@{rest}") as admission:
+            assert (await admit(admission, "a", busy)).status == "ok"
+            assert (await admit(admission, "b", busy)).status == "queued"
+            await admission.release(lease="a", node="busy", outcome="ok")  # would publish
         assert redis_client.zcard("clawdbot:slots:busy") == 0
     finally:
-        resp.close()
         redis_client.execute_command("ACL", "DELUSER", user)

@@ -313,13 +313,7 @@ def test_an_openai_node_error_mid_stream_is_the_last_event(
         "--api", "openai", *PACED, "--drop-mid-stream-after", "3", "--drop-mode", "error"
     )
     world = build(gateway, {"gpu1": sim}, api="openai")
-    with httpx.stream(
-        "POST",
-        world.base_url + "/chat/completions",
-        headers=world.headers(),
-        json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
-        timeout=20,
-    ) as response:
+    with world.stream_chat() as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert '"content"' in events[1]
@@ -369,13 +363,7 @@ def test_a_node_comment_before_an_error_is_not_content(
             api="openai",
             node_fields={"bad": {"gpu_type": "H200"}, "good": {"gpu_type": "A10"}},
         )
-        with httpx.stream(
-            "POST",
-            world.base_url + "/chat/completions",
-            headers=world.headers(),
-            json={"model": "qwen3-32b", "messages": HELLO, "stream": True},
-            timeout=20,
-        ) as response:
+        with world.stream_chat() as response:
             assert response.status_code == 200
             lines = [line for line in response.iter_lines() if line]
         assert "error" not in "".join(lines)

@@ -3,13 +3,18 @@ nodes with one profile deployed, and an API key; then wait for the gateway to se
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from gateway.services import apikey_create
 from nodes.models import Deployment, ModelProfile, Node
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
+
+HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 @dataclass
@@ -25,6 +30,17 @@ class World:
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"authorization": f"Bearer {key or self.key}"}
+
+    def stream_chat(self, **body: Any) -> AbstractContextManager[httpx.Response]:
+        """A streamed chat completion with the world's key: hello to its profile, unless
+        `body` says otherwise."""
+        return httpx.stream(
+            "POST",
+            self.base_url + "/chat/completions",
+            headers=self.headers(),
+            json={"model": "qwen3-32b", "messages": HELLO, "stream": True, **body},
+            timeout=20,
+        )
 
 
 def add_node(

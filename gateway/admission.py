@@ -47,8 +47,8 @@ local rem_r, rem_t = -1, -1
 
 local function window(kind, limit, cost)
   local base = p .. 'rl:' .. kind .. ':' .. keyid .. ':'
-  local cur = tonumber(redis.call('GET', base .. minute) or '0')
-  local prev = tonumber(redis.call('GET', base .. (minute - 1)) or '0')
+  local both = redis.call('MGET', base .. minute, base .. (minute - 1))
+  local cur, prev = tonumber(both[1]) or 0, tonumber(both[2]) or 0
   local used = prev * (1 - frac) + cur
   if used + cost <= limit then
     return -1, math.floor(limit - used - cost)
@@ -164,16 +164,16 @@ else
   return {'full', '', '0', '0', '0'}
 end
 
+-- A minute's counter gets its expiry when the first increment creates it, not on every
+-- request: a script's every redis.call costs about as much again as the command itself.
 if check_rate then
   if rpm > 0 then
     local k = p .. 'rl:r:' .. keyid .. ':' .. minute
-    redis.call('INCR', k)
-    redis.call('PEXPIRE', k, 130000)
+    if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, 130000) end
   end
   if tpm > 0 and est > 0 then
     local k = p .. 'rl:t:' .. keyid .. ':' .. minute
-    redis.call('INCRBY', k, est)
-    redis.call('PEXPIRE', k, 130000)
+    if redis.call('INCRBY', k, est) == est then redis.call('PEXPIRE', k, 130000) end
   end
 end
 return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t)}
@@ -224,8 +224,9 @@ if lease ~= '' then
 end
 if token_delta ~= 0 and keyid ~= '' then
   local k = p .. 'rl:t:' .. keyid .. ':' .. math.floor(now / 60000)
-  redis.call('INCRBY', k, token_delta)
-  redis.call('PEXPIRE', k, 130000)
+  if redis.call('INCRBY', k, token_delta) == token_delta then  -- created: see ADMIT
+    redis.call('PEXPIRE', k, 130000)
+  end
 end
 -- ARGV[11..]: metrics and the log entry (absent for a release between retry attempts).
 if #ARGV > 10 then

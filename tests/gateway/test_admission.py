@@ -157,3 +157,22 @@ async def test_a_client_leaving_during_admission_leaves_no_slot_taken() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert forgotten == [("L", ["gpu1", "gpu2"])]
+
+
+async def test_rate_windows_expire_though_only_created_ones_get_the_expiry(
+    redis_client: redis.Redis,
+) -> None:
+    node = route("gpu1")
+    async with admission_on() as admission:
+        for lease in ("a", "b"):
+            verdict = await admission.admit(
+                lease=lease, routes=[node], key_id=7, rpm=100, tpm=10_000,
+                estimated_tokens=50, check_rate=True,
+            )  # fmt: skip
+            assert verdict.status == "ok"
+        await admission.release(lease="a", node="gpu1", outcome="ok", key_id=7, token_delta=-20)
+        windows = list(redis_client.scan_iter("clawdbot:rl:*:7:*"))
+        assert len(windows) == 2  # requests and tokens, this minute
+        for window in windows:
+            assert 0 < redis_client.pttl(window) <= 130_000
+        assert sorted(int(redis_client.get(w) or 0) for w in windows) == [2, 80]

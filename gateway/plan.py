@@ -14,7 +14,6 @@ class Plan:
     prompt_tokens: int  # estimate
     max_tokens: int | None  # what to send upstream; None for embeddings
     clamped: bool  # the client asked for more than the profile allows
-    caps_output: bool = False  # no max_tokens asked for, and the profile's maximum binds
 
 
 def plan_generation(
@@ -33,8 +32,7 @@ def plan_generation(
         return Plan(prompt_tokens, budget, requested > limit)
     if prompt_tokens >= window:
         raise context_length_exceeded(window, prompt_tokens, 0, param)
-    room = window - prompt_tokens
-    return Plan(prompt_tokens, min(limit, room), False, limit <= room)
+    return Plan(prompt_tokens, min(limit, window - prompt_tokens), False)
 
 
 def plan_embedding(profile: ProfileView, prompt_tokens: int, longest_input: int) -> Plan:

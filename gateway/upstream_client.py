@@ -98,6 +98,7 @@ class UpstreamResponse:
         "has_length",
         "headers_done",
         "keep_alive",
+        "sent_at",
         "status",
     )
 
@@ -111,7 +112,8 @@ class UpstreamResponse:
         # streaming, its whole generation) may pass, so that wait has its own, longer limit.
         # Ollama sends its status line with the first token, vLLM its status line at once and
         # its first event after the prefill: the body's first byte is the same moment for both.
-        self._headers_by = loop.time() + first_byte_s
+        self.sent_at = loop.time()
+        self._headers_by = self.sent_at + first_byte_s
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
@@ -413,8 +415,7 @@ class UpstreamClient:
             return response
 
     def _just_sent(self, response: UpstreamResponse, loop: asyncio.AbstractEventLoop) -> bool:
-        sent_at = response._headers_by - self.first_byte_s
-        return loop.time() - sent_at < self.stale_resend_s
+        return loop.time() - response.sent_at < self.stale_resend_s
 
     def _take_idle(self, key: str) -> _Connection | None:
         idle = self._idle.get(key)

@@ -99,7 +99,9 @@ class SseRelayAdapter:
 
 
 def _usage_counts(body: dict[str, Any]) -> tuple[int | None, int | None]:
-    usage = body.get("usage") or {}
+    usage = body.get("usage")
+    if not isinstance(usage, dict):  # absent, or not the object the protocol says
+        return None, None
     return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
 
@@ -225,9 +227,7 @@ class PassthroughCall:
 
     def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
         answer = _json(raw)  # a 200 that is not a JSON object is a failing node, not an answer
-        usage = answer.get("usage")
-        counts = _usage_counts(answer) if isinstance(usage, dict) else (None, None)
-        return openai.rewrite_response(raw, self.model), *counts
+        return openai.rewrite_response(raw, self.model), *_usage_counts(answer)
 
     def relay(self) -> SseRelayAdapter:
         return SseRelayAdapter(openai.SseRelay(self.model, strip_usage=not self.client_wants_usage))
@@ -244,12 +244,15 @@ def _native_counts(native: dict[str, Any]) -> tuple[int | None, int | None]:
     )
 
 
-def _passthrough_max_tokens(request: ChatRequest | CompletionRequest, plan: Plan) -> int | None:
+def _passthrough_max_tokens(
+    request: ChatRequest | CompletionRequest, plan: Plan, profile: ProfileView
+) -> int | None:
     """max_tokens for an OpenAI-compatible node. Clamped, or the profile's maximum when the
     client sent none and that maximum binds: vLLM would otherwise generate to the window's
     end. When the window's remaining room binds instead, the node's own default (the room
     by its exact count) is better than our estimate, so nothing is sent."""
-    if plan.clamped or (request.max_tokens is None and plan.caps_output):
+    profile_cap_binds = plan.max_tokens == profile.max_output_tokens
+    if plan.clamped or (request.max_tokens is None and profile_cap_binds):
         return plan.max_tokens
     return request.max_tokens
 
@@ -288,7 +291,7 @@ class GenerationCall:
             openai.prepare_body(
                 self.request.raw,
                 upstream_model=self.profile.upstream_model,
-                max_tokens=_passthrough_max_tokens(self.request, self.plan),
+                max_tokens=_passthrough_max_tokens(self.request, self.plan, self.profile),
                 stream=self.request.stream,
                 force_usage=self.request.stream,
             ),

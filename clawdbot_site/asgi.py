@@ -14,12 +14,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clawdbot_site.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from clawdbot_site import daphne_tuning  # noqa: E402
 from gateway.app import GatewayApp, owns  # noqa: E402
+from wire import daphne_tuning  # noqa: E402
 
-daphne_tuning.apply()
+daphne_tuning.apply(idle_timeout_s=settings.CLAWDBOT_HTTP_IDLE_S)
 
 gateway_application = GatewayApp()
 django_with_static = ASGIStaticFilesHandler(django_application)

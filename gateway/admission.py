@@ -16,8 +16,8 @@ from typing import Any
 import redis.asyncio as aredis
 
 from clawdbot_site.redis_client import KEY_PREFIX
-from gateway.resp import RespClient
 from gateway.snapshot import Route
+from wire.resp import RespClient
 
 LEASE_TTL_MS = 30_000
 # A place in a queue is refreshed by its request's every poll (at most 250 ms apart), not by

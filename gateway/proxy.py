@@ -20,16 +20,16 @@ from gateway.errors import GatewayError, upstream_unavailable
 from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
 from gateway.ids import new_id
 from gateway.queue_signals import Place
-from gateway.resp import RespError
 from gateway.runtime import Runtime
 from gateway.snapshot import KeyView, NodeView, Route
-from gateway.upstream_client import (
+from gateway.upstreams.adapters import NotAnAnswer
+from wire.http_client import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeout,
 )
-from gateway.upstreams.adapters import NotAnAnswer
+from wire.resp import RespError
 
 log = logging.getLogger(__name__)
 

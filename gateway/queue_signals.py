@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 
 from clawdbot_site.redis_client import KEY_PREFIX
-from gateway.resp import RespClient, RespError, encode
+from wire.resp import RespClient, RespError, encode
 
 log = logging.getLogger(__name__)
 CHANNEL_PREFIX = KEY_PREFIX + "freed:"
@@ -116,7 +116,7 @@ class QueueSignals:
             await asyncio.sleep(RECONNECT_S)
 
     async def _subscribe_and_dispatch(self) -> None:
-        # Its own connection (gateway.resp, not redis-py, whose pub/sub can swallow a
+        # Its own connection (wire.resp, not redis-py, whose pub/sub can swallow a
         # cancellation in its read timeout and never stop).
         conn = await RespClient(settings.REDIS_URL).subscribe(CHANNEL_PREFIX + "*", self._push)
         assert conn.lost is not None

@@ -19,12 +19,12 @@ from django.db import close_old_connections, connection
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
 from gateway.queue_signals import QueueSignals
-from gateway.resp import RespClient
 from gateway.routing_version import VERSION_KEY
 from gateway.snapshot import Live, Snapshot, build_snapshot, reweigh
-from gateway.upstream_client import UpstreamClient
 from nodes.probe_runner import HEALTH_KEY
 from nodes.telemetry_store import summarise, telemetry_key, total_memory_gb
+from wire.http_client import UpstreamClient
+from wire.resp import RespClient
 
 log = logging.getLogger(__name__)
 REFRESH_INTERVAL_S = 0.25  # a config or state change reaches routing within this (+ build time)

@@ -10,8 +10,8 @@ from django.conf import settings
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy, Verdict
-from gateway.resp import RespClient
 from gateway.snapshot import NodeView, Route
+from wire.resp import RespClient
 
 
 def route(

@@ -3,7 +3,7 @@ application is loaded. The request path is about a millisecond long; these were 
 costs on it that bought nothing (py-spy under `make bench`; figures in README).
 
 1. HTTP parsing and writing: twisted.web's channel and daphne's request object cost about
-   40 % of the process's CPU per request. `fast_http` parses with httptools instead and
+   40 % of the process's CPU per request. `wire.http_server` parses with httptools instead and
    keeps the rest of daphne (application instances, scope, timeouts, access log).
 2. Twisted never writes on `transport.write()`: it buffers, asks the reactor to watch the
    socket for writability and sends on the next loop iteration. Under the asyncio reactor
@@ -59,13 +59,11 @@ def write_eagerly() -> None:
     connection._clawdbot_eager = True
 
 
-def apply() -> None:
-    from django.conf import settings
-
+def apply(*, idle_timeout_s: float) -> None:
     try:
-        from clawdbot_site import fast_http
+        from wire import http_server
     except ImportError:  # not running under daphne
         pass
     else:
-        fast_http.install(idle_timeout_s=settings.CLAWDBOT_HTTP_IDLE_S)
+        http_server.install(idle_timeout_s=idle_timeout_s)
     write_eagerly()

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 layer (`clawdbot_site/fast_http.py`) spoken byte for byte against a real
+"""The HTTP/1.1 layer (`wire/http_server.py`) spoken byte for byte against a real
 gateway process: framing, keep-alive, pipelining, chunked bodies, 100-continue, HEAD,
 HTTP/1.0, bad requests, and the hand-over of upgrade requests to daphne's own channel."""
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from gateway.resp import RespClient, RespError, encode
 from tests.gateways import free_port
+from wire.resp import RespClient, RespError, encode
 
 # A Lua loop that keeps Redis busy for about 150 ms, so a call can be caught in flight.
 BUSY = (

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.upstream_client import (
+from tests.gateways import free_port
+from wire.http_client import (
     HIGH_WATER,
     UpstreamClient,
     UpstreamConnectError,
@@ -18,7 +19,6 @@ from gateway.upstream_client import (
     UpstreamTimeout,
     parse_origin,
 )
-from tests.gateways import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -9,7 +9,6 @@ import redis
 import redis.asyncio as aredis
 from django.conf import settings
 
-KEY_PREFIX = "clawdbot:"
 _async_clients: dict[int, aredis.Redis] = {}
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
+from clawdbot_site import redis_keys
 from clawdbot_site.env import (
     ConfigError,
     env_bool,
@@ -141,14 +142,14 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "clawdbot:cache",
+        "KEY_PREFIX": redis_keys.DJANGO_CACHE,
     }
 }
 
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "clawdbot:channels"},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": redis_keys.CHANNELS},
     }
 }
 

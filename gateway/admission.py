@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from clawdbot_site.redis_client import KEY_PREFIX
+from clawdbot_site import redis_keys
 from gateway.snapshot import Route
 from wire.resp import RespClient
 
@@ -332,7 +332,7 @@ class Admission:
         for route in candidates:
             node = route.node
             args += [node.name, node.max_concurrent, node.queue_size, route.weight, node.gpu_type]
-        raw = await self._resp.evalsha(self._admit.sha, ADMIT, [KEY_PREFIX], args)
+        raw = await self._resp.evalsha(self._admit.sha, ADMIT, [redis_keys.PREFIX], args)
         status, node_name, retry, rem_r, rem_t = (
             v.decode() if isinstance(v, bytes) else str(v) for v in raw
         )
@@ -372,11 +372,11 @@ class Admission:
         ]
         if record:
             args += record
-        return int(await self._resp.evalsha(self._release.sha, RELEASE, [KEY_PREFIX], args))
+        return int(await self._resp.evalsha(self._release.sha, RELEASE, [redis_keys.PREFIX], args))
 
     async def forget(self, lease: str, nodes: list[str]) -> None:
         """Free whatever an admission call for `lease` on `nodes` may have granted."""
-        await self._resp.evalsha(self._forget.sha, FORGET, [KEY_PREFIX], [lease, *nodes])
+        await self._resp.evalsha(self._forget.sha, FORGET, [redis_keys.PREFIX], [lease, *nodes])
 
     async def renew(self, held: list[tuple[str, str]]) -> None:
         """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs. Places
@@ -387,4 +387,4 @@ class Admission:
         args: list[Any] = [int(time.time() * 1000) + LEASE_TTL_MS]
         for zset, lease in held:
             args += [zset, lease]
-        await self._renew(keys=[KEY_PREFIX], args=args)
+        await self._renew(keys=[redis_keys.PREFIX], args=args)

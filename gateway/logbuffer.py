@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from clawdbot_site.redis_client import KEY_PREFIX
+from clawdbot_site import redis_keys
 
-BUFFER = KEY_PREFIX + "requestlog"
-FLUSH_LOCK = KEY_PREFIX + "requestlog:flush-lock"
+BUFFER = redis_keys.REQUEST_LOG
+FLUSH_LOCK = redis_keys.REQUEST_LOG_FLUSH_LOCK
 FIELDS = (
     "request_id",
     "endpoint",

@@ -21,15 +21,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from clawdbot_site.redis_client import KEY_PREFIX
+from clawdbot_site import redis_keys
 
 log = logging.getLogger(__name__)
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-REQUESTS = KEY_PREFIX + "m:requests"
-TOKENS = KEY_PREFIX + "m:tokens"
-HISTOGRAMS = {"duration": KEY_PREFIX + "m:duration:", "ttft": KEY_PREFIX + "m:ttft:"}
-MODELS = KEY_PREFIX + "m:models"
+REQUESTS = redis_keys.METRIC_REQUESTS
+TOKENS = redis_keys.METRIC_TOKENS
+HISTOGRAMS = {"duration": redis_keys.METRIC_DURATION, "ttft": redis_keys.METRIC_TTFT}
+MODELS = redis_keys.METRIC_MODELS
 SEP = "\x1f"
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
@@ -170,9 +170,9 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             pipe.hgetall(HISTOGRAMS["duration"] + model)
             pipe.hgetall(HISTOGRAMS["ttft"] + model)
         for node in nodes:
-            pipe.zcount(KEY_PREFIX + "slots:" + node.name, now_ms, "+inf")
-            pipe.zcount(KEY_PREFIX + "queue:" + node.name, now_ms, "+inf")
-            pipe.hget(KEY_PREFIX + "eject:" + node.name, "until")
+            pipe.zcount(redis_keys.slots(node.name), now_ms, "+inf")
+            pipe.zcount(redis_keys.queue(node.name), now_ms, "+inf")
+            pipe.hget(redis_keys.ejection(node.name), "until")
         results = await pipe.execute()
     data: dict[str, Any] = {
         "requests": results[0],

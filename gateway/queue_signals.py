@@ -25,11 +25,11 @@ from typing import Any
 
 from django.conf import settings
 
-from clawdbot_site.redis_client import KEY_PREFIX
+from clawdbot_site import redis_keys
 from wire.resp import RespClient, RespError, encode
 
 log = logging.getLogger(__name__)
-CHANNEL_PREFIX = KEY_PREFIX + "freed:"
+CHANNEL_PREFIX = redis_keys.PREFIX + redis_keys.FREED
 RECONNECT_S = 1.0
 # An idle subscription is pinged this often; a ping unanswered by the next one means a dead
 # connection (a firewall that dropped it silently), which is then replaced.

@@ -8,9 +8,10 @@ import logging
 import redis
 from django.db import transaction
 
-from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
 
-VERSION_KEY = KEY_PREFIX + "routing:version"
+VERSION_KEY = redis_keys.ROUTING_VERSION
 log = logging.getLogger(__name__)
 
 

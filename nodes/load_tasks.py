@@ -21,13 +21,13 @@ from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
-from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
 from nodes.loading import NodeLoadResult, load_profile, warm_prefetch
 from nodes.models import ModelProfile, Node
 
 log = logging.getLogger(__name__)
 
-RECORD_PREFIX = KEY_PREFIX + "loadtask:"
 # A load nobody picked up within this long is dropped: the operator has long moved on.
 LOAD_EXPIRES_S = 600.0
 PREFETCH_EXPIRES_S = 600.0
@@ -115,7 +115,7 @@ def start_load(*, profile: ModelProfile, nodes: list[Node]) -> str:
     record = {"model": profile.model_id, "nodes": names}
     # Written before the task is sent, so a status request right after the answer finds it.
     sync_client().set(
-        RECORD_PREFIX + task_id, orjson.dumps(record), ex=int(settings.CELERY_RESULT_EXPIRES)
+        redis_keys.load_job(task_id), orjson.dumps(record), ex=int(settings.CELERY_RESULT_EXPIRES)
     )
     load_model.apply_async(args=[profile.pk, names], task_id=task_id, expires=LOAD_EXPIRES_S)
     return task_id
@@ -123,7 +123,7 @@ def start_load(*, profile: ModelProfile, nodes: list[Node]) -> str:
 
 def load_status(task_id: str) -> LoadStatus | None:
     """Where a load task stands, or None when `task_id` is no (longer a) known load task."""
-    raw = sync_client().get(RECORD_PREFIX + task_id) if len(task_id) <= 64 else None
+    raw = sync_client().get(redis_keys.load_job(task_id)) if len(task_id) <= 64 else None
     if raw is None:
         return None
     record = orjson.loads(raw)

@@ -11,7 +11,8 @@ import httpx
 from django.conf import settings
 from django.db import transaction
 
-from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
 from nodes.choices import NodeState
 from nodes.models import Node
 from nodes.probes import ProbeResult, probe
@@ -48,7 +49,7 @@ def probe_and_record(nodes: list[Node]) -> list[tuple[ProbeOutcome, ProbeResult]
     return recorded
 
 
-HEALTH_KEY = KEY_PREFIX + "health"
+HEALTH_KEY = redis_keys.HEALTH
 PASS_RATIO_ALPHA = 0.1  # ≈ the last 10-20 probes
 
 

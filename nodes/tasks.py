@@ -13,8 +13,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from clawdbot_site import redis_keys
 from clawdbot_site.celery import app
-from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from clawdbot_site.redis_client import sync_client
 from nodes import (
     load_tasks,  # noqa: F401  (registers the load tasks on this worker)
     telemetry_store,
@@ -29,7 +30,7 @@ from nodes.probe_runner import probe_and_record
 from nodes.services import node_mark_state
 
 log = logging.getLogger(__name__)
-PROBE_LOCK = KEY_PREFIX + "lock:probe-nodes"
+PROBE_LOCK = redis_keys.PROBE_LOCK
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=40)
@@ -88,7 +89,7 @@ def heal_node(node_id: int, trigger: str) -> None:
     if node is None:
         return
     # One decision at a time per node: two triggers racing could both see "allowed".
-    lock = f"{KEY_PREFIX}lock:heal:{node.name}"
+    lock = redis_keys.heal_lock(node.name)
     if not sync_client().set(lock, "1", nx=True, ex=30):
         return
     try:

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
 from nodes.weights import Telemetry
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,11 @@ HEARTBEAT_TTL_S = 30.0
 
 
 def telemetry_key(node_name: str) -> str:
-    return f"{KEY_PREFIX}telemetry:{node_name}"
+    return redis_keys.telemetry(node_name)
 
 
 def agent_key(node_name: str) -> str:
-    return f"{KEY_PREFIX}agent:{node_name}"
+    return redis_keys.agent_heartbeat(node_name)
 
 
 def publish(node_name: str, reading: Mapping[str, Any], ttl_s: float = TELEMETRY_TTL_S) -> None:

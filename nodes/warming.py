@@ -3,11 +3,12 @@ READY, so overlapping probe cycles neither promote it early nor start a second w
 
 from __future__ import annotations
 
-from clawdbot_site.redis_client import KEY_PREFIX, sync_client
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
 
 
 def _key(node_name: str) -> str:
-    return f"{KEY_PREFIX}warming:{node_name}"
+    return redis_keys.warming(node_name)
 
 
 def is_warming(node_name: str) -> bool:

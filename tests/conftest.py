@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
+from clawdbot_site import redis_keys
 from gateway.services import CreatedKey, apikey_create
 from nodes.models import Deployment, ModelProfile, Node
 
@@ -105,27 +106,11 @@ def simulator() -> Iterator[Callable[..., SimProcess]]:
         sim.stop()
 
 
-GATEWAY_KEYS = (
-    "slots:*",
-    "queue:*",
-    "qorder:*",
-    "eject:*",
-    "rl:*",
-    "m:*",
-    "requestlog*",
-    "health",
-    "telemetry:*",
-    "agent:*",
-    "warming:*",
-    "lock:*",
-)
-
-
 def clean_gateway_state(client: redis.Redis) -> None:
     """Forget shared data- and control-plane state, but never the routing version: gateways
     compare it with their snapshot, and a version that went backwards could look current."""
-    for pattern in GATEWAY_KEYS:
-        keys = list(client.scan_iter("clawdbot:" + pattern, count=500))
+    for pattern in redis_keys.TRANSIENT_PATTERNS:
+        keys = list(client.scan_iter(pattern, count=500))
         if keys:
             client.delete(*keys)
 

@@ -19,84 +19,6 @@ from gateway.upstreams import ollama, openai
 from nodes.choices import ApiKind
 from nodes.keepalive import keep_alive_wire_value
 
-BAD_LINE = "The node sent a line that is not JSON."
-
-
-class NdjsonRelay:
-    """Ollama's NDJSON stream, split into lines whatever the TCP chunking, through a
-    translator that emits OpenAI SSE events."""
-
-    def __init__(self, translator: ollama.ChatStreamTranslator | ollama.CompletionStreamTranslator):
-        self.translator = translator
-        self._buffer = b""
-        self.streamed = 0  # lines relayed: Ollama streams a token a line
-
-    @property
-    def prompt_tokens(self) -> int | None:
-        return self.translator.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int | None:
-        return self.translator.completion_tokens
-
-    @property
-    def failed(self) -> GatewayError | None:
-        return self.translator.error
-
-    def _line(self, line: bytes) -> bytes:
-        if not line.strip() or self.translator.finished:
-            return b""
-        self.streamed += 1
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            obj = {"error": BAD_LINE}
-        if not isinstance(obj, dict):
-            obj = {"error": BAD_LINE}
-        return self.translator.feed(obj)
-
-    def feed(self, chunk: bytes) -> bytes:
-        buf = self._buffer + chunk if self._buffer else chunk
-        if b"\n" not in buf:
-            self._buffer = buf
-            return b""
-        lines = buf.split(b"\n")
-        self._buffer = lines.pop()
-        if len(lines) == 1:
-            return self._line(lines[0])
-        return b"".join([self._line(line) for line in lines])
-
-    def finish(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        return self._line(rest) + self.translator.finish()
-
-
-class SseRelayAdapter:
-    def __init__(self, relay: openai.SseRelay) -> None:
-        self.relay = relay
-
-    @property
-    def prompt_tokens(self) -> int | None:
-        return self.relay.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int | None:
-        return self.relay.completion_tokens
-
-    @property
-    def failed(self) -> GatewayError | None:
-        return self.relay.error
-
-    @property
-    def streamed(self) -> int:
-        return self.relay.events
-
-    def feed(self, chunk: bytes) -> bytes:
-        return self.relay.feed(chunk)
-
-    def finish(self) -> bytes:
-        return self.relay.finish()
-
 
 def _usage_counts(body: dict[str, Any]) -> tuple[int | None, int | None]:
     usage = body.get("usage")
@@ -157,13 +79,13 @@ class OllamaGenerationCall:
         # for the truncation check must stay unknown (PROTOCOLS.md, "Missing metric fields").
         return orjson.dumps(answer), *_native_counts(native)
 
-    def relay(self) -> NdjsonRelay:
+    def relay(self) -> ollama.NdjsonRelay:
         translator = (
             ollama.ChatStreamTranslator
             if isinstance(self.request, ChatRequest)
             else ollama.CompletionStreamTranslator
         )
-        return NdjsonRelay(
+        return ollama.NdjsonRelay(
             translator(
                 self.request.model,
                 self.ids.completion_id,
@@ -204,7 +126,7 @@ class OllamaEmbeddingCall:
         prompt, _ = _native_counts(native)  # left out: unknown, not 0 (see above)
         return orjson.dumps(answer), prompt, None
 
-    def relay(self) -> NdjsonRelay:
+    def relay(self) -> ollama.NdjsonRelay:
         raise AssertionError("embeddings do not stream")
 
     def error(self, status: int, raw: bytes) -> GatewayError:
@@ -229,8 +151,8 @@ class PassthroughCall:
         answer = _json(raw)  # a 200 that is not a JSON object is a failing node, not an answer
         return openai.rewrite_response(raw, self.model), *_usage_counts(answer)
 
-    def relay(self) -> SseRelayAdapter:
-        return SseRelayAdapter(openai.SseRelay(self.model, strip_usage=not self.client_wants_usage))
+    def relay(self) -> openai.SseRelay:
+        return openai.SseRelay(self.model, strip_usage=not self.client_wants_usage)
 
     def error(self, status: int, raw: bytes) -> GatewayError:
         return openai.normalise_error(status, raw, model=self.model)

@@ -719,3 +719,55 @@ class CompletionStreamTranslator(_StreamBase):
             )
             out += self._usage_event() + _DONE_EVENT
         return out
+
+
+BAD_LINE = "The node sent a line that is not JSON."
+
+
+class NdjsonRelay:
+    """Ollama's NDJSON stream, split into lines whatever the TCP chunking, through a
+    translator that emits OpenAI SSE events."""
+
+    def __init__(self, translator: ChatStreamTranslator | CompletionStreamTranslator):
+        self.translator = translator
+        self._buffer = b""
+        self.streamed = 0  # lines relayed: Ollama streams a token a line
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return self.translator.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self.translator.completion_tokens
+
+    @property
+    def failed(self) -> GatewayError | None:
+        return self.translator.error
+
+    def _line(self, line: bytes) -> bytes:
+        if not line.strip() or self.translator.finished:
+            return b""
+        self.streamed += 1
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = {"error": BAD_LINE}
+        if not isinstance(obj, dict):
+            obj = {"error": BAD_LINE}
+        return self.translator.feed(obj)
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._buffer + chunk if self._buffer else chunk
+        if b"\n" not in buf:
+            self._buffer = buf
+            return b""
+        lines = buf.split(b"\n")
+        self._buffer = lines.pop()
+        if len(lines) == 1:
+            return self._line(lines[0])
+        return b"".join([self._line(line) for line in lines])
+
+    def finish(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return self._line(rest) + self.translator.finish()

@@ -259,7 +259,7 @@ class SseRelay:
     """Relays an upstream SSE stream, whatever its TCP chunking, with ``model`` rewritten.
 
     ``feed`` returns only complete events. Afterwards the caller reads ``done`` (``[DONE]``
-    seen), ``error``, ``usage``/``prompt_tokens``/``completion_tokens`` (when a usage chunk
+    seen), ``failed``, ``usage``/``prompt_tokens``/``completion_tokens`` (when a usage chunk
     passed) and ``finish_reason``. ``strip_usage`` drops the ``choices: []`` usage chunk
     (still recording it), for streams where the gateway forced usage on for its own accounting.
     """
@@ -268,12 +268,12 @@ class SseRelay:
         self.model = model
         self.strip_usage = strip_usage
         self.done = False
-        self.error: GatewayError | None = None
+        self.failed: GatewayError | None = None
         self.usage: dict[str, Any] | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.finish_reason: str | None = None
-        self.events = 0
+        self.streamed = 0  # events relayed, about a token each
         self._buffer = b""
         self._model_value = orjson.dumps(model)
         self._pattern: bytes | None = None
@@ -281,7 +281,7 @@ class SseRelay:
 
     @property
     def finished(self) -> bool:
-        return self.done or self.error is not None
+        return self.done or self.failed is not None
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._buffer + chunk if self._buffer else chunk
@@ -308,11 +308,11 @@ class SseRelay:
             out = self._event(rest.strip(), verify=True)
         if self.finished:
             return out
-        self.error = GatewayError(502, _CLOSED_EARLY, "server_error")
-        return out + self.error.sse_event()
+        self.failed = GatewayError(502, _CLOSED_EARLY, "server_error")
+        return out + self.failed.sse_event()
 
     def _event(self, event: bytes, *, verify: bool = False) -> bytes:
-        if self.done or self.error is not None:
+        if self.done or self.failed is not None:
             # Nothing after an error event: vLLM follows it with [DONE], which a client
             # would read as a normal end.
             return b""
@@ -358,7 +358,7 @@ class SseRelay:
         reason_key = data.find(b'"finish_reason"')
         if reason_key >= 0 and data[reason_key + 15 : reason_key + 17] != b":n":
             self._record_finish_reason(data)
-        self.events += 1
+        self.streamed += 1
         return b"data: " + self._rewrite_model(data, parsed) + b"\n\n"
 
     def _parse(self, data: bytes) -> Any:
@@ -411,5 +411,5 @@ class SseRelay:
         message, type_, code, param = _fields(parsed)
         # vLLM's mid-stream errors carry the status they would have had as an integer code.
         status = code if isinstance(code, int) and 400 <= code < 600 else 500
-        self.error = error_from_fields(status, message, type_, code, param, model=self.model)
-        return self.error.sse_event()
+        self.failed = error_from_fields(status, message, type_, code, param, model=self.model)
+        return self.failed.sse_event()

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
+from clawdbot_site import redis_keys
 from gateway.admission import LEASE_TTL_MS, QUEUE_TTL_MS, Admission, EjectionPolicy
 from gateway.proxy import Proxy
 from gateway.snapshot import Route
@@ -41,7 +42,7 @@ async def test_a_node_that_fails_again_after_recovering_gets_a_longer_cooldown(
         for _ in range(3):
             cooldowns.append(await _fail_until_ejected(admission, flaky))
             # The cooldown ends and the node serves a request well, then fails again.
-            redis_client.hset("clawdbot:eject:flaky", "until", 0)
+            redis_client.hset(redis_keys.ejection("flaky"), "until", 0)
             await _succeed(admission, flaky)
         assert cooldowns == [1_000, 2_000, 3_000]  # doubling, up to the cap
         # A success still ends a run of failures: one failure alone does not eject.
@@ -71,8 +72,8 @@ async def test_the_queue_is_first_come_first_served(redis_client: redis.Redis) -
         assert await status("c", queued_at="busy") == "ok"
         # A waiting request that leaves gives up its place.
         await admission.release(lease="d", node="busy", outcome="neutral", queued=True)
-        assert redis_client.zcard("clawdbot:qorder:busy") == 0
-        assert redis_client.zcard("clawdbot:queue:busy") == 0
+        assert redis_client.zcard(redis_keys.queue_order("busy")) == 0
+        assert redis_client.zcard(redis_keys.queue("busy")) == 0
 
 
 async def test_a_lapsed_place_in_the_queue_frees_it(redis_client: redis.Redis) -> None:
@@ -81,10 +82,10 @@ async def test_a_lapsed_place_in_the_queue_frees_it(redis_client: redis.Redis) -
     async with admission_on() as admission:
         first, waiting = await admit(admission, "a", busy), await admit(admission, "b", busy)
         assert (first.status, waiting.status) == ("ok", "queued")
-        redis_client.zadd("clawdbot:queue:busy", {"b": 1})  # its expiry long past
+        redis_client.zadd(redis_keys.queue("busy"), {"b": 1})  # its expiry long past
         await admission.release(lease="a", node="busy", outcome="ok")
         assert (await admit(admission, "c", busy)).status == "ok"
-        assert redis_client.zcard("clawdbot:qorder:busy") == 0
+        assert redis_client.zcard(redis_keys.queue_order("busy")) == 0
 
 
 async def test_a_retry_queues_on_the_same_gpu_type_when_it_must_queue(
@@ -113,13 +114,13 @@ async def test_a_place_in_a_queue_lapses_soon_and_is_not_renewed(
         await admit(admission, "a", busy)
         await admit(admission, "b", busy)
         now_ms = time.time() * 1000
-        place = redis_client.zscore("clawdbot:queue:busy", "b")
-        slot = redis_client.zscore("clawdbot:slots:busy", "a")
+        place = redis_client.zscore(redis_keys.queue("busy"), "b")
+        slot = redis_client.zscore(redis_keys.slots("busy"), "a")
         assert place is not None and place <= now_ms + QUEUE_TTL_MS + 1000
         assert slot is not None and slot >= now_ms + LEASE_TTL_MS - 1000
         await admission.renew([("queue:busy", "b"), ("slots:busy", "a")])
-        assert redis_client.zscore("clawdbot:queue:busy", "b") == place
-        assert redis_client.zscore("clawdbot:slots:busy", "a") >= slot  # type: ignore[operator]
+        assert redis_client.zscore(redis_keys.queue("busy"), "b") == place
+        assert redis_client.zscore(redis_keys.slots("busy"), "a") >= slot  # type: ignore[operator]
 
 
 async def test_forget_frees_whatever_an_unread_admission_granted(
@@ -131,8 +132,8 @@ async def test_forget_frees_whatever_an_unread_admission_granted(
         await admit(admission, "b", busy)
         await admission.forget("a", ["other", "busy"])
         await admission.forget("b", ["busy"])
-        for key in ("slots", "queue", "qorder"):
-            assert redis_client.zcard(f"clawdbot:{key}:busy") == 0
+        for key in (redis_keys.slots, redis_keys.queue, redis_keys.queue_order):
+            assert redis_client.zcard(key("busy")) == 0
 
 
 async def test_a_client_leaving_during_admission_leaves_no_slot_taken() -> None:
@@ -171,7 +172,7 @@ async def test_rate_windows_expire_though_only_created_ones_get_the_expiry(
             )  # fmt: skip
             assert verdict.status == "ok"
         await admission.release(lease="a", node="gpu1", outcome="ok", key_id=7, token_delta=-20)
-        windows = list(redis_client.scan_iter("clawdbot:rl:*:7:*"))
+        windows = list(redis_client.scan_iter(redis_keys.rate_windows(key_id="7")))
         assert len(windows) == 2  # requests and tokens, this minute
         for window in windows:
             assert 0 < redis_client.pttl(window) <= 130_000

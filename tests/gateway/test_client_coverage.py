@@ -20,6 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
+from clawdbot_site import redis_keys
 from gateway import tasks
 from gateway.admission import LEASE_TTL_MS
 from gateway.models import RequestLog
@@ -93,7 +94,7 @@ def logged(request_id: str) -> RequestLog:
 def live_slots(node: str) -> int:
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        return int(client.zcount(f"clawdbot:slots:{node}", int(time.time() * 1000), "+inf"))
+        return int(client.zcount(redis_keys.slots(node), int(time.time() * 1000), "+inf"))
     finally:
         client.close()
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.test import Client
 from openai.types.chat import ChatCompletionMessageParam
 
+from clawdbot_site import redis_keys
 from gateway import tasks
 from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_create, apikey_revoke
@@ -340,7 +341,7 @@ def test_a_truncated_streamed_prompt_is_recorded_in_the_request_log(
         assert list(response.iter_lines())[-2] == "data: [DONE]"
     buffered = redis.Redis.from_url(settings.REDIS_URL)
     deadline = time.monotonic() + 10
-    while buffered.llen("clawdbot:requestlog") == 0 and time.monotonic() < deadline:
+    while buffered.llen(redis_keys.REQUEST_LOG) == 0 and time.monotonic() < deadline:
         time.sleep(0.02)  # bounded poll: the entry is pushed just after the last byte
     assert tasks.flush_request_logs() == 1
     row = RequestLog.objects.get(request_id=request_id)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import OperationalError
 from openai.types.chat import ChatCompletionMessageParam
 
+from clawdbot_site import redis_keys
 from gateway import tasks
 from gateway.logbuffer import BUFFER
 from gateway.models import RequestLog
@@ -169,5 +170,5 @@ def test_a_stream_cut_short_by_its_client_counts_what_was_streamed(
         time.sleep(0.02)
     assert entry["status"] == 499
     assert isinstance(entry["completion_tokens"], int) and entry["completion_tokens"] >= 30
-    charged = sum(int(buffered.get(k) or 0) for k in buffered.keys("clawdbot:rl:t:*"))
+    charged = sum(int(buffered.get(k) or 0) for k in buffered.keys(redis_keys.rate_windows("t")))
     assert charged >= 30 + 3  # what was streamed, plus the prompt

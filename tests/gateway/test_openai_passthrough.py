@@ -345,7 +345,7 @@ def test_relay_rewrites_model_and_records_the_stream() -> None:
     assert all(e["model"] == "gpt-local" for e in objects)
     # The look-alike inside the content is text, not a key, and survives untouched.
     assert objects[2]["choices"][0]["delta"]["content"] == ' "model":"Qwen/Qwen3-32B" \\'
-    assert relay.done and relay.error is None and relay.finish_reason == "stop"
+    assert relay.done and relay.failed is None and relay.finish_reason == "stop"
     assert (relay.prompt_tokens, relay.completion_tokens) == (9, 3)
     assert relay.usage == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
     # Everything else is byte-identical to what the upstream sent.
@@ -389,7 +389,7 @@ def test_mid_stream_vllm_error_becomes_an_openai_error_event() -> None:
         }
     }
     assert len(events) == 2  # not vLLM's [DONE] after it: the error is the stream's end
-    assert relay.error is not None and relay.error.status == 500
+    assert relay.failed is not None and relay.failed.status == 500
 
 
 def test_mid_stream_context_error_keeps_its_code_as_a_string() -> None:
@@ -399,7 +399,7 @@ def test_mid_stream_context_error_keeps_its_code_as_a_string() -> None:
     (event,) = payloads(out)
     assert event["error"]["code"] == "context_length_exceeded"
     assert event["error"]["type"] == "invalid_request_error"
-    assert relay.error is not None and not relay.done
+    assert relay.failed is not None and not relay.done
 
 
 def test_mid_stream_string_error_is_normalised() -> None:
@@ -413,7 +413,7 @@ def test_mid_stream_string_error_is_normalised() -> None:
 
 def test_content_mentioning_error_is_not_an_error() -> None:
     relay, out = relay_all(chunk('"error"') + chunk(finish="stop") + DONE, size=5)
-    assert relay.error is None
+    assert relay.failed is None
     assert payloads(out)[0]["choices"][0]["delta"]["content"] == '"error"'
 
 
@@ -422,7 +422,7 @@ def test_stream_closed_without_done_ends_with_an_error_event() -> None:
     events = payloads(out)
     assert events[-1]["error"]["type"] == "server_error"
     assert "closed the stream" in events[-1]["error"]["message"]
-    assert "[DONE]" not in events and not relay.done and relay.error is not None
+    assert "[DONE]" not in events and not relay.done and relay.failed is not None
 
 
 @pytest.mark.parametrize("tail", [b'data: {"id":"chatcmpl-1","mod', b'data: {"id":"cha\n'])
@@ -430,12 +430,12 @@ def test_partial_event_at_close_is_dropped_and_reported(tail: bytes) -> None:
     relay, out = relay_all(chunk("a") + tail, size=10)
     events = payloads(out)
     assert len(events) == 2 and "error" in events[1]
-    assert relay.error is not None and relay.error.status == 502
+    assert relay.failed is not None and relay.failed.status == 502
 
 
 def test_last_event_without_its_blank_line_still_counts() -> None:
     relay, out = relay_all(chunk("a") + b"data: [DONE]\n", size=10)
-    assert payloads(out)[-1] == "[DONE]" and relay.done and relay.error is None
+    assert payloads(out)[-1] == "[DONE]" and relay.done and relay.failed is None
 
 
 def test_strip_usage_hides_the_forced_usage_chunk_but_records_it() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import redis
 from django.conf import settings
 
+from clawdbot_site import redis_keys
 from gateway.queue_signals import QueueSignals
 from tests.gateway.admitting import admission_on, admit, route
 
@@ -30,11 +31,11 @@ async def test_a_freed_slot_wakes_the_longest_waiting_request_first(
             if first.waker is not None and second.waker is not None:
                 break
             await asyncio.sleep(0)
-        redis_client.publish("clawdbot:freed:gpu1", "")
+        redis_client.publish(redis_keys.freed_channel("gpu1"), "")
         await _until(woken_first)
         assert not woken_second.done()  # one slot, one wake-up per process
-        redis_client.publish("clawdbot:freed:gpu2", "")  # another node's queue
-        redis_client.publish("clawdbot:freed:gpu1", "")
+        redis_client.publish(redis_keys.freed_channel("gpu2"), "")  # another node's queue
+        redis_client.publish(redis_keys.freed_channel("gpu1"), "")
         await _until(woken_second)
     finally:
         signals.leave(first)
@@ -47,21 +48,21 @@ async def test_releasing_a_slot_announces_it_only_to_a_queue_with_waiters(
 ) -> None:
     busy = route("busy", max_concurrent=1, queue_size=4)
     listener = redis_client.pubsub()
-    listener.psubscribe("clawdbot:freed:*")
+    listener.psubscribe(redis_keys.FREED_PATTERN)
     assert listener.get_message(timeout=5)["type"] == "psubscribe"  # type: ignore[index]
     try:
         async with admission_on() as admission:
             assert (await admit(admission, "a", busy)).status == "ok"
             await admission.release(lease="a", node="busy", outcome="ok")  # nobody waits
-            redis_client.publish("clawdbot:freed:marker", "")
+            redis_client.publish(redis_keys.freed_channel("marker"), "")
             assert (await admit(admission, "b", busy)).status == "ok"
             assert (await admit(admission, "c", busy)).status == "queued"
             await admission.release(lease="b", node="busy", outcome="ok")  # "c" waits
         channels = [listener.get_message(timeout=5) for _ in range(2)]
         # In order: had the first release announced anything, it would come before the marker.
         assert [m["channel"] for m in channels if m] == [
-            b"clawdbot:freed:marker",
-            b"clawdbot:freed:busy",
+            redis_keys.freed_channel("marker").encode(),
+            redis_keys.freed_channel("busy").encode(),
         ]
     finally:
         listener.close()
@@ -107,6 +108,6 @@ async def test_a_redis_user_without_channel_permission_still_releases(
             assert (await admit(admission, "a", busy)).status == "ok"
             assert (await admit(admission, "b", busy)).status == "queued"
             await admission.release(lease="a", node="busy", outcome="ok")  # would publish
-        assert redis_client.zcard("clawdbot:slots:busy") == 0
+        assert redis_client.zcard(redis_keys.slots("busy")) == 0
     finally:
         redis_client.execute_command("ACL", "DELUSER", user)

@@ -16,6 +16,7 @@ import redis
 from django.conf import settings
 from openai.types.chat import ChatCompletionMessageParam
 
+from clawdbot_site import redis_keys
 from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess, free_port
 from tests.simulators import SimProcess
@@ -52,7 +53,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 def slots(node: str) -> int:
     client = redis.Redis.from_url(settings.REDIS_URL)
-    return int(client.zcount(f"clawdbot:slots:{node}", int(time.time() * 1000), "+inf"))
+    return int(client.zcount(redis_keys.slots(node), int(time.time() * 1000), "+inf"))
 
 
 def test_refused_connection_is_retried_on_another_node_then_ejected(
@@ -391,7 +392,7 @@ def test_a_clients_own_error_in_an_answer_is_not_the_nodes_failure(
         )
         assert response.status_code == 400, response.text
         assert "x-clawdbot-attempts" not in response.headers
-    assert redis.Redis.from_url(settings.REDIS_URL).hget("clawdbot:eject:gpu1", "fails") in (
+    assert redis.Redis.from_url(settings.REDIS_URL).hget(redis_keys.ejection("gpu1"), "fails") in (
         None,
         b"0",
     )

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from clawdbot_site import redis_keys
 from nodes import telemetry, telemetry_store
 from nodes.management.commands.agent import node_in_database
 from tests.agents import AgentProcess, _forget, fake_gpus
@@ -65,7 +66,7 @@ def test_telemetry_lands_in_redis_and_follows_the_gpus(
     assert reading is not None
     assert [g["uuid"] for g in reading["gpus"]] == ["GPU-0", "GPU-1"]
     assert reading["gpus"][0]["power_draw_w"] == 250.0
-    assert 0 < telemetry_store.sync_client().pttl("clawdbot:telemetry:gpu1") <= 15000
+    assert 0 < telemetry_store.sync_client().pttl(redis_keys.telemetry("gpu1")) <= 15000
 
     fake_file.write_text(json.dumps(fake_gpus(util=90, temperature=88)))
     try:

@@ -18,11 +18,12 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
+from clawdbot_site import redis_keys
 from gateway.models import ApiKey
 from gateway.services import apikey_create
 from nodes import telemetry_store
 from nodes.keepalive import keep_alive_wire_value
-from nodes.load_tasks import RECORD_PREFIX, load_model, schedule_prefetch_warmup
+from nodes.load_tasks import load_model, schedule_prefetch_warmup
 from nodes.loading import vram_shortfall
 from nodes.models import Deployment, ModelProfile, Node
 from tests.agents import AgentProcess
@@ -384,14 +385,14 @@ def test_new_deployments_of_prefetch_profiles_are_warmed_after_commit(
 def test_a_failed_load_task_reports_its_error_without_a_traceback(gateway: GatewayProcess) -> None:
     task_id = "failed-load-task"
     record = {"model": "qwen3-32b", "nodes": ["gpu1"]}
-    telemetry_store.sync_client().set(RECORD_PREFIX + task_id, orjson.dumps(record), ex=60)
+    telemetry_store.sync_client().set(redis_keys.load_job(task_id), orjson.dumps(record), ex=60)
     load_model.backend.store_result(task_id, RuntimeError("the database went away"), "FAILURE")
     try:
         response = httpx.get(
             f"{gateway.url}/v1/admin/tasks/{task_id}", headers=bearer(staff_key()), timeout=10
         )
     finally:
-        telemetry_store.sync_client().delete(RECORD_PREFIX + task_id)
+        telemetry_store.sync_client().delete(redis_keys.load_job(task_id))
         load_model.backend.forget(task_id)
 
     assert response.status_code == 200

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from clawdbot_site import redis_keys
 from nodes import fake_nvml, telemetry, telemetry_store
 from nodes.weights import Telemetry, node_weight
 
@@ -317,7 +318,7 @@ def test_store_keeps_the_latest_reading_until_its_ttl(fake_file: Path) -> None:
     telemetry_store.publish("t-gpu1", reading, ttl_s=0.3)
     telemetry_store.publish("t-gpu2", {"nvml": False, "error": "no NVML: Driver Not Loaded"})
     client = telemetry_store.sync_client()
-    assert client.pttl("clawdbot:telemetry:t-gpu2") > 14000
+    assert client.pttl(redis_keys.telemetry("t-gpu2")) > 14000
 
     latest = telemetry_store.latest(["t-gpu1", "t-gpu2", "t-gpu3"])
 
@@ -336,7 +337,7 @@ def test_heartbeats_say_which_agents_live() -> None:
     telemetry_store.heartbeat("t-gpu1")
     telemetry_store.heartbeat("t-gpu2")
     assert telemetry_store.agents_alive(["t-gpu1", "t-gpu2", "t-gpu3"]) == {"t-gpu1", "t-gpu2"}
-    assert 25000 < telemetry_store.sync_client().pttl("clawdbot:agent:t-gpu1") <= 30000
+    assert 25000 < telemetry_store.sync_client().pttl(redis_keys.agent_heartbeat("t-gpu1")) <= 30000
 
     telemetry_store.forget_agent("t-gpu2")
 
@@ -346,7 +347,7 @@ def test_heartbeats_say_which_agents_live() -> None:
 
 @pytest.mark.usefixtures("store_keys")
 def test_garbage_in_redis_reads_as_no_telemetry() -> None:
-    telemetry_store.sync_client().set("clawdbot:telemetry:t-gpu1", b"not json", ex=5)
+    telemetry_store.sync_client().set(redis_keys.telemetry("t-gpu1"), b"not json", ex=5)
     assert telemetry_store.latest(["t-gpu1"]) == {"t-gpu1": None}
 
 

@@ -1,0 +1,139 @@
+"""Every Redis key and channel Clawdbot uses, named once. Both planes import this map; a key
+is built nowhere else (the admission scripts build theirs in Lua from the same parts, which
+`LUA_PARTS` lists and tests/test_redis_keys.py checks against the scripts).
+
+Nothing here is the only copy of anything: Redis may be flushed and the gateway rebuilds
+what it needs (slots and places lapse, windows restart, the routing version is re-read)."""
+
+from __future__ import annotations
+
+PREFIX = "clawdbot:"
+
+# --- Data plane: admission (gateway/admission.py, in Lua) ---------------------------------
+SLOTS = "slots:"  # sorted set per node: lease id → expiry (ms); a member is a busy slot
+QUEUE = "queue:"  # sorted set per node: lease id → expiry of its place in the queue
+QUEUE_ORDER = "qorder:"  # sorted set per node: lease id → arrival, for first come first served
+EJECTION = "eject:"  # hash per node: fails, until (ms), ejections, last failure
+RATE_WINDOW = "rl:"  # counters rl:r:<key id>:<minute> (requests), rl:t:<...> (tokens)
+FREED = "freed:"  # pub/sub channel per node: a slot freed while requests queue there
+
+
+def slots(node: str) -> str:
+    return PREFIX + SLOTS + node
+
+
+def queue(node: str) -> str:
+    return PREFIX + QUEUE + node
+
+
+def queue_order(node: str) -> str:
+    return PREFIX + QUEUE_ORDER + node
+
+
+def ejection(node: str) -> str:
+    return PREFIX + EJECTION + node
+
+
+def freed_channel(node: str) -> str:
+    return PREFIX + FREED + node
+
+
+FREED_PATTERN = PREFIX + FREED + "*"
+
+
+def rate_windows(kind: str = "*", key_id: str = "*") -> str:
+    """A SCAN pattern for rate-limit windows: kind r (requests) or t (tokens)."""
+    return f"{PREFIX}{RATE_WINDOW}{kind}:{key_id}:*"
+
+
+# --- Data plane: records, written by the RELEASE script, read by gateway/metrics.py and the
+# request-log flush (gateway/request_log.py) --------------------------------------------------
+REQUESTS_PART = "m:requests"  # hash: model, node, status → count
+TOKENS_PART = "m:tokens"  # hash: model, kind → count
+DURATION_PART = "m:duration:"  # hash per model: bucket → count, and sum
+TTFT_PART = "m:ttft:"
+MODELS_PART = "m:models"  # set of the models seen, so /metrics knows what to read
+REQUEST_LOG_PART = "requestlog"  # list of JSON entries, flushed to the database by a task
+METRIC_REQUESTS = PREFIX + REQUESTS_PART
+METRIC_TOKENS = PREFIX + TOKENS_PART
+METRIC_DURATION = PREFIX + DURATION_PART
+METRIC_TTFT = PREFIX + TTFT_PART
+METRIC_MODELS = PREFIX + MODELS_PART
+REQUEST_LOG = PREFIX + REQUEST_LOG_PART
+REQUEST_LOG_FLUSH_LOCK = PREFIX + "requestlog:flush-lock"
+
+# --- Control plane → data plane ----------------------------------------------------------
+ROUTING_VERSION = PREFIX + "routing:version"  # bumped on every committed config change
+HEALTH = PREFIX + "health"  # hash: node → share of recent probes passed
+
+
+def telemetry(node: str) -> str:
+    """The node's latest GPU reading (JSON), expiring when its agent falls silent."""
+    return PREFIX + "telemetry:" + node
+
+
+def agent_heartbeat(node: str) -> str:
+    return PREFIX + "agent:" + node
+
+
+# What the Lua scripts append to PREFIX (checked against their text by a test).
+LUA_PARTS = frozenset(
+    {
+        SLOTS,
+        QUEUE,
+        QUEUE_ORDER,
+        EJECTION,
+        RATE_WINDOW,
+        FREED,
+        REQUESTS_PART,
+        TOKENS_PART,
+        DURATION_PART,
+        TTFT_PART,
+        MODELS_PART,
+        REQUEST_LOG_PART,
+    }
+)
+
+# --- Django's cache and the Channels layer (settings.py) ---------------------------------------
+DJANGO_CACHE = PREFIX + "cache"
+CHANNELS = PREFIX + "channels"
+
+# --- Control plane ---------------------------------------------------------------------------
+
+
+def warming(node: str) -> str:
+    """Set while the node's prefetch profiles load, so one warm-up runs at a time."""
+    return PREFIX + "warming:" + node
+
+
+def load_job(task_id: str) -> str:
+    """A model load's progress, for the management API's task status."""
+    return PREFIX + "loadtask:" + task_id
+
+
+PROBE_LOCK = PREFIX + "lock:probe-nodes"
+
+
+def heal_lock(node: str) -> str:
+    return PREFIX + "lock:heal:" + node
+
+
+# What tests may flush between cases: everything but the routing version (gateways compare
+# it with their snapshot, and a version that went backwards could look current).
+TRANSIENT_PATTERNS = tuple(
+    PREFIX + pattern
+    for pattern in (
+        SLOTS + "*",
+        QUEUE + "*",
+        QUEUE_ORDER + "*",
+        EJECTION + "*",
+        RATE_WINDOW + "*",
+        "m:*",
+        "requestlog*",
+        "health",
+        "telemetry:*",
+        "agent:*",
+        "warming:*",
+        "lock:*",
+    )
+)

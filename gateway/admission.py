@@ -16,6 +16,8 @@ from typing import Any
 import redis.asyncio as aredis
 
 from clawdbot_site import redis_keys
+from gateway.leases import Lease
+from gateway.node_faults import Outcome
 from gateway.snapshot import Route
 from wire.resp import RespClient
 
@@ -260,11 +262,11 @@ end
 return 1
 """
 
+# KEYS: the sorted sets of the leases listed in ARGV after the new expiry, in order.
 RENEW = r"""
-local p = KEYS[1]
 local expiry = tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do
-  redis.call('ZADD', p .. ARGV[i], 'XX', expiry, ARGV[i + 1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', expiry, ARGV[i + 1])
 end
 return 1
 """
@@ -345,13 +347,11 @@ class Admission:
 
     async def release(
         self,
+        lease: Lease | None,
         *,
-        lease: str,
-        node: str,
-        outcome: str,
+        outcome: Outcome,
         key_id: int | None = None,
         token_delta: int = 0,
-        queued: bool = False,
         record: list[Any] | None = None,
     ) -> int:
         """Free the slot (or queue place); `outcome` ok|fail|neutral feeds ejection. With
@@ -360,15 +360,15 @@ class Admission:
         p = self.policy
         args: list[Any] = [
             int(time.time() * 1000),
-            lease,
-            node,
+            lease.id if lease else "",
+            lease.node if lease else "",
             outcome,
             p.after_failures,
             p.base_cooldown_ms,
             p.max_cooldown_ms,
             key_id or "",
             token_delta,
-            1 if queued else 0,
+            1 if lease and lease.queued else 0,
         ]
         if record:
             args += record
@@ -378,13 +378,13 @@ class Admission:
         """Free whatever an admission call for `lease` on `nodes` may have granted."""
         await self._resp.evalsha(self._forget.sha, FORGET, [redis_keys.PREFIX], [lease, *nodes])
 
-    async def renew(self, held: list[tuple[str, str]]) -> None:
-        """Extend leases still in use: (zset suffix like 'slots:gpu1', lease id) pairs. Places
-        in queues are left out: their polls keep them (see QUEUE_TTL_MS)."""
-        held = [(zset, lease) for zset, lease in held if not zset.startswith("queue:")]
+    async def renew(self, held: list[Lease]) -> None:
+        """Extend the slots still in use. Places in queues are left out: their polls keep them
+        (see QUEUE_TTL_MS)."""
+        held = [lease for lease in held if not lease.queued]
         if not held:
             return
-        args: list[Any] = [int(time.time() * 1000) + LEASE_TTL_MS]
-        for zset, lease in held:
-            args += [zset, lease]
-        await self._renew(keys=[redis_keys.PREFIX], args=args)
+        expiry = int(time.time() * 1000) + LEASE_TTL_MS
+        await self._renew(
+            keys=[lease.key for lease in held], args=[expiry, *(lease.id for lease in held)]
+        )

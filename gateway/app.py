@@ -22,6 +22,7 @@ from gateway.errors import (
     server_error,
     upstream_unavailable,
 )
+from gateway.exchange import Exchange
 from gateway.http import (
     JSON,
     BodyTooLarge,
@@ -33,7 +34,7 @@ from gateway.http import (
     send_error,
     send_response,
 )
-from gateway.proxy import Exchange, Proxy
+from gateway.proxy import Proxy
 from gateway.records import close_exchange
 from gateway.runtime import Runtime, get_runtime
 from gateway.snapshot import KeyView, Snapshot

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import model_not_found
+from gateway.exchange import Exchange
 from gateway.plan import plan_embedding, plan_generation
-from gateway.proxy import Exchange, UpstreamCall
 from gateway.requests import validate_chat, validate_completion, validate_embedding
 from gateway.snapshot import ProfileView, Snapshot
 from gateway.tokens import (
@@ -16,6 +16,7 @@ from gateway.tokens import (
     estimate_text_tokens,
 )
 from gateway.upstreams.adapters import EmbeddingCall, GenerationCall
+from gateway.upstreams.contract import UpstreamCall
 
 GENERATION_ENDPOINTS = {
     "/v1/chat/completions": "chat",

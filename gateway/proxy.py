@@ -1,188 +1,40 @@
-"""Running one generation request against the cluster: admission (rate limits, slot or
+"""Running one generation request against the cluster: admission (a slot, or a place in a
 queue), the upstream call, retries on another node before the first byte reaches the client,
-streaming relay, and the closing bookkeeping (lease, ejection, metrics, request log) in one
-Redis pipeline."""
+and the streaming relay. Decisions are made elsewhere and applied here: whose fault a failure
+is (`node_faults`), what a refusal says (`refusals`), what was used (`accounting`). The
+closing bookkeeping is `records.close_exchange`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from gateway import node_faults, refusals
+from gateway.accounting import prompt_truncated
 from gateway.admission import Verdict
-from gateway.errors import GatewayError, upstream_unavailable
-from gateway.http import JSON, SSE_HEADERS, Headers, Send, encode_headers
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange
+from gateway.http import JSON, SSE_HEADERS, Send
 from gateway.ids import new_id
+from gateway.leases import Lease
+from gateway.node_faults import RETRYABLE_EXCEPTIONS, Outcome, Retry
 from gateway.queue_signals import Place
 from gateway.runtime import Runtime
-from gateway.snapshot import KeyView, NodeView, Route
+from gateway.snapshot import NodeView, Route
 from gateway.upstreams.adapters import NotAnAnswer
-from wire.http_client import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamResponse,
-    UpstreamTimeout,
-)
+from gateway.upstreams.contract import NodeCall, StreamRelay, UpstreamCall
+from wire.http_client import UpstreamResponse
 from wire.resp import RespError
 
 log = logging.getLogger(__name__)
 
 POLL_MAX_S = 0.25  # longest wait between a queued request's admission calls
 POLL_MAX_UNSIGNALLED_S = 0.05  # the same without wake-ups, or with other nodes to watch
-
-# Failures worth another node: the node, not the request, is at fault.
-RETRYABLE_EXCEPTIONS = (UpstreamError,)
-# Node answers that say the same: its credentials or its model setup are wrong (the gateway
-# only routes a model to nodes meant to serve it), it timed the request out, or it is busy.
-NODE_FAULT_STATUSES = frozenset({401, 403, 404, 408, 429})
-NOT_FAILING_STATUSES = frozenset({404, 429})  # retried, but no step towards ejection
-
-
-def _node_at_fault(status: int) -> bool:
-    return status >= 500 or status in NODE_FAULT_STATUSES
-
-
-def _node_retry(status: int, error: GatewayError) -> Retry:
-    return Retry(error, "neutral" if status in NOT_FAILING_STATUSES else "fail")
-
-
-class StreamRelay(Protocol):
-    """Turns upstream stream bytes into client SSE bytes (see gateway.upstreams.adapters)."""
-
-    @property
-    def prompt_tokens(self) -> int | None: ...
-    @property
-    def completion_tokens(self) -> int | None: ...
-    def feed(self, chunk: bytes) -> bytes: ...
-    def finish(self) -> bytes: ...
-    @property
-    def failed(self) -> GatewayError | None: ...
-    @property
-    def streamed(self) -> int: ...  # events relayed so far, about a token each
-
-
-class NodeCall(Protocol):
-    """One request in one node's protocol (see gateway.upstreams.adapters)."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def body(self) -> bytes: ...
-
-    def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]: ...
-    def relay(self) -> StreamRelay: ...
-    def error(self, status: int, raw: bytes) -> GatewayError: ...
-
-
-class UpstreamCall(Protocol):
-    """A validated client request that can be sent to any node serving its profile."""
-
-    def for_node(self, node: NodeView) -> NodeCall: ...
-
-
-@dataclass
-class Exchange:
-    """Everything known about one client request, for the response, the log and metrics."""
-
-    endpoint: str
-    started: float = field(default_factory=time.perf_counter)
-    wall: float = field(default_factory=time.time)
-    request_id: str = field(default_factory=lambda: "req-" + new_id())
-    key: KeyView | None = None
-    model: str = ""
-    served_model: str = ""
-    stream: bool = False
-    node: str = ""
-    status: int = 200
-    attempts: int = 0
-    ttft: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    estimated_tokens: int = 0  # prompt plus requested output: the rate-limit reservation
-    prompt_estimate: int = 0
-    error: GatewayError | None = None
-    response_started: bool = False
-    content_sent: bool = False
-    lease: str = ""
-    lease_node: str = ""
-    lease_queued: bool = False
-    outcome: str = "neutral"
-    headers: Headers = field(default_factory=list)
-    truncated: bool = False
-
-    def base_headers(self, *, with_node: bool = True) -> Headers:
-        headers: Headers = [(b"x-request-id", self.request_id.encode())]
-        if self.node and with_node:
-            headers.append((b"x-clawdbot-node", self.node.encode()))
-        if self.attempts > 1:
-            headers.append((b"x-clawdbot-attempts", str(self.attempts).encode()))
-        return headers + self.headers
-
-
-class Retry(Exception):
-    """This node failed before anything reached the client: try another one. `outcome` feeds
-    ejection: "neutral" for a node that works but cannot take this request (busy, or without
-    this model), which must not count against the node's other models."""
-
-    def __init__(self, error: GatewayError, outcome: str = "fail") -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.outcome = outcome
-
-
-def _rate_headers(key: KeyView, verdict: Verdict) -> Headers:
-    headers = []
-    if key.rpm_limit:
-        headers += [
-            ("x-ratelimit-limit-requests", str(key.rpm_limit)),
-            ("x-ratelimit-remaining-requests", str(max(verdict.remaining_requests, 0))),
-        ]
-    if key.tpm_limit:
-        headers += [
-            ("x-ratelimit-limit-tokens", str(key.tpm_limit)),
-            ("x-ratelimit-remaining-tokens", str(max(verdict.remaining_tokens, 0))),
-        ]
-    return encode_headers(headers)
-
-
-def rate_limited(key: KeyView, verdict: Verdict) -> GatewayError:
-    kind = "requests" if verdict.status == "rate_requests" else "tokens"
-    limit = key.rpm_limit if kind == "requests" else key.tpm_limit
-    if verdict.retry_after_ms == -2:
-        return GatewayError(
-            429,
-            f"Request too large: it needs more tokens than this key's limit of {limit} "
-            "tokens per minute allows. Shorten the prompt or max_tokens.",
-            "tokens",
-            "rate_limit_exceeded",
-            None,
-            {"x-should-retry": "false"},
-        )
-    seconds = max(1, math.ceil(verdict.retry_after_ms / 1000))
-    headers = {
-        "retry-after": str(min(seconds, 120)),
-        "retry-after-ms": str(max(verdict.retry_after_ms, 1)),
-        f"x-ratelimit-limit-{kind}": str(limit),
-        f"x-ratelimit-remaining-{kind}": "0",
-        f"x-ratelimit-reset-{kind}": f"{seconds}s",
-    }
-    if seconds > 120:
-        headers["x-should-retry"] = "false"
-    return GatewayError(
-        429,
-        f"Rate limit reached for this key: {limit} {kind} per minute. "
-        f"Please try again in {seconds}s.",
-        kind,
-        "rate_limit_exceeded",
-        None,
-        headers,
-    )
 
 
 class Proxy:
@@ -213,9 +65,7 @@ class Proxy:
 
     async def run(self, ex: Exchange, routes: tuple[Route, ...], call: UpstreamCall) -> None:
         if not routes:
-            raise upstream_unavailable(
-                f"No node is ready to serve `{ex.model}` right now; try again shortly.", 5
-            )
+            raise refusals.no_ready_node(ex.model)
         tried: set[str] = set()
         prefer = ""
         last: GatewayError | None = None
@@ -239,7 +89,7 @@ class Proxy:
                 prefer = node.gpu_type
                 await self.release(ex, retry.outcome)
                 log.info("attempt %d on %s failed: %s", attempt, node.name, retry.error.message)
-        raise last or upstream_unavailable(f"No node could serve `{ex.model}`.")
+        raise last or refusals.no_node_could_serve(ex.model)
 
     async def acquire(
         self, ex: Exchange, routes: tuple[Route, ...], *, first: bool, prefer: str
@@ -257,22 +107,16 @@ class Proxy:
             check_rate=first,
             prefer_gpu=prefer,
         )
-        if verdict.status in ("rate_requests", "rate_tokens"):
-            raise rate_limited(key, verdict)
+        refused = refusals.refusal(verdict, key, ex.model)
+        if refused is not None and refused.status == 429:
+            raise refused
         if first:
-            ex.headers = _rate_headers(key, verdict)
-        if verdict.status == "ejected":
-            raise upstream_unavailable(
-                f"Every node serving `{ex.model}` is failing; they are ejected for a cooldown.", 5
-            )
-        if verdict.status == "full":
-            raise upstream_unavailable(
-                f"All nodes serving `{ex.model}` are at capacity and their queues are full.", 1
-            )
-        ex.lease, ex.lease_node = lease, verdict.node
-        ex.lease_queued = verdict.status == "queued"
-        self.rt.leases[lease] = ("queue:" if ex.lease_queued else "slots:") + verdict.node
-        if ex.lease_queued:
+            ex.headers = refusals.rate_headers(key, verdict)
+        if refused is not None:
+            raise refused
+        ex.lease = Lease(lease, verdict.node, queued=verdict.status == "queued")
+        self.rt.leases.hold(ex.lease)
+        if ex.lease.queued:
             verdict = await self.wait_in_queue(ex, routes, lease, prefer)
         return self.rt.snapshot.nodes.get(verdict.node) or next(
             r.node for r in routes if r.node.name == verdict.node
@@ -294,17 +138,14 @@ class Proxy:
             raise
         except (RespError, RedisError) as exc:
             log.warning("admission failed: %s", exc)
-            raise upstream_unavailable(
-                "The gateway cannot reach Redis, where admission state is shared; "
-                "try again shortly.",
-                2,
-            ) from None
+            raise refusals.shared_state_unreachable() from None
 
     async def wait_in_queue(
         self, ex: Exchange, routes: tuple[Route, ...], lease: str, prefer: str
     ) -> Verdict:
         signals = self.rt.signals
-        place = signals.enter(ex.lease_node)
+        assert ex.lease is not None
+        place = signals.enter(ex.lease.node)
         try:
             return await self._wait_for_slot(ex, routes, lease, prefer, place)
         finally:
@@ -320,11 +161,7 @@ class Proxy:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                raise upstream_unavailable(
-                    f"Timed out after {settings.CLAWDBOT_QUEUE_TIMEOUT_S:g} s waiting for a "
-                    f"free slot on a node serving `{ex.model}`.",
-                    2,
-                )
+                raise refusals.queue_timed_out(ex.model, settings.CLAWDBOT_QUEUE_TIMEOUT_S)
             if ex.stream and now >= next_ping:
                 await self.comment(ex, b": queued, waiting for a free slot\n\n")
                 next_ping = now + settings.CLAWDBOT_KEEPALIVE_S
@@ -344,25 +181,23 @@ class Proxy:
                 tpm=None,
                 estimated_tokens=0,
                 check_rate=False,
-                queued_at=ex.lease_node,
+                queued_at=place.node,
                 prefer_gpu=prefer,
             )
             signals.polled(place)
             if verdict.status == "ok":
-                self.rt.leases[lease] = "slots:" + verdict.node
-                ex.lease_node, ex.lease_queued = verdict.node, False
+                assert ex.lease is not None
+                ex.lease = ex.lease.granted(verdict.node)
+                self.rt.leases.hold(ex.lease)
                 return verdict
 
-    async def release(self, ex: Exchange, outcome: str) -> None:
+    async def release(self, ex: Exchange, outcome: Outcome) -> None:
         """Free the lease now (between attempts). The final release rides the closing pipeline."""
-        if not ex.lease:
+        lease, ex.lease = ex.lease, None
+        if lease is None:
             return
-        lease, node, queued = ex.lease, ex.lease_node, ex.lease_queued
-        ex.lease = ""
-        self.rt.leases.pop(lease, None)
-        await asyncio.shield(
-            self.rt.admission.release(lease=lease, node=node, outcome=outcome, queued=queued)
-        )
+        self.rt.leases.drop(lease)
+        await asyncio.shield(self.rt.admission.release(lease, outcome=outcome))
 
     async def call_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
         try:
@@ -372,11 +207,12 @@ class Proxy:
             finally:
                 response.close()
         except RETRYABLE_EXCEPTIONS as exc:
-            raise Retry(_transport_error(node, exc)) from None
+            raise node_faults.for_transport(node.name, exc) from None
         if response.status != 200:
             error = call.error(response.status, raw)
-            if _node_at_fault(response.status):
-                raise _node_retry(response.status, error)
+            retry = node_faults.for_status(response.status, error)
+            if retry is not None:
+                raise retry
             ex.outcome = "ok"  # the node answered; the request was at fault
             raise error
         try:
@@ -399,12 +235,8 @@ class Proxy:
         await self.send({"type": "http.response.body", "body": body})
 
     def _truncated(self, ex: Exchange) -> bool:
-        """A prompt count far below our estimate means the node cut the prompt silently. A
-        count the node left out is unknown, not zero (Ollama omits it for some cached
-        prompts: PROTOCOLS.md)."""
-        if ex.prompt_tokens is None or ex.prompt_estimate < 32:
-            return False
-        if ex.prompt_tokens < ex.prompt_estimate * settings.CLAWDBOT_TRUNCATION_RATIO:
+        ratio = settings.CLAWDBOT_TRUNCATION_RATIO
+        if prompt_truncated(ex.prompt_tokens, ex.prompt_estimate, ratio):
             ex.truncated = True
             log.warning(
                 "%s: node %s evaluated %d prompt tokens, estimated %d: prompt truncated?",
@@ -428,17 +260,18 @@ class Proxy:
                 node.base_url, call.path, call.body, settings.CLAWDBOT_KEEPALIVE_S, keep_alive
             )
         except RETRYABLE_EXCEPTIONS as exc:
-            raise Retry(_transport_error(node, exc)) from None
+            raise node_faults.for_transport(node.name, exc) from None
         try:
             if response.status != 200:
                 try:
                     raw = await response.read()
                 except RETRYABLE_EXCEPTIONS as exc:
-                    raise Retry(_transport_error(node, exc)) from None
+                    raise node_faults.for_transport(node.name, exc) from None
                 error = call.error(response.status, raw)
-                if _node_at_fault(response.status):
-                    raise _node_retry(response.status, error)
-                ex.outcome = "ok"
+                retry = node_faults.for_status(response.status, error)
+                if retry is not None:
+                    raise retry
+                ex.outcome = "ok"  # the node answered; the request was at fault
                 raise error
             await self._relay(ex, node, response, call.relay())
         finally:
@@ -465,7 +298,7 @@ class Proxy:
                     except StopAsyncIteration:
                         break
                     except RETRYABLE_EXCEPTIONS as exc:
-                        raise Retry(_transport_error(node, exc)) from None
+                        raise node_faults.for_transport(node.name, exc) from None
                 else:
                     try:
                         chunk = await response.__anext__()
@@ -515,19 +348,3 @@ class Proxy:
         else:
             ex.outcome = "ok"
         await self.send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-def _transport_error(node: NodeView, exc: Exception) -> GatewayError:
-    if isinstance(exc, UpstreamTimeout):
-        return GatewayError(
-            504, f"Node {node.name} timed out.", "server_error", "upstream_timeout", None
-        )
-    if isinstance(exc, UpstreamConnectError):
-        return upstream_unavailable(f"Node {node.name} refused the connection.", 1)
-    return GatewayError(
-        502,
-        f"Node {node.name} failed: {exc}.",
-        "server_error",
-        "upstream_error",
-        None,
-    )

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from gateway import metrics
-from gateway.proxy import Exchange
+from gateway.accounting import token_correction
+from gateway.exchange import Exchange
 from gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,13 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
     Also for requests that never reached the proxy (no lease: the script only records)."""
     duration = time.perf_counter() - ex.started
     token_delta = 0
-    known = ex.prompt_tokens is not None or ex.completion_tokens is not None
-    if ex.key is not None and ex.key.tpm_limit and known:
-        # The reservation (prompt estimate plus requested output) corrected to what was used;
-        # a prompt count the node never sent stays the estimate.
-        prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.prompt_estimate
-        token_delta = prompt + (ex.completion_tokens or 0) - ex.estimated_tokens
+    if ex.key is not None and ex.key.tpm_limit:
+        token_delta = token_correction(
+            prompt_tokens=ex.prompt_tokens,
+            completion_tokens=ex.completion_tokens,
+            prompt_estimate=ex.prompt_estimate,
+            reserved=ex.estimated_tokens,
+        )
     entry: dict[str, Any] = {
         "request_id": ex.request_id,
         "ts": ex.wall,
@@ -46,18 +48,15 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         "error_message": ex.error.message[:500] if ex.error else "",
         "prompt_truncated": ex.truncated,
     }
-    lease = ex.lease
-    if lease:
-        rt.leases.pop(lease, None)
-        ex.lease = ""
+    lease, ex.lease = ex.lease, None
+    if lease is not None:
+        rt.leases.drop(lease)
     try:
         await rt.admission.release(
-            lease=lease,
-            node=ex.lease_node,
+            lease,
             outcome=ex.outcome,
             key_id=ex.key.id if ex.key else None,
             token_delta=token_delta,
-            queued=ex.lease_queued,
             record=metrics.record_args(
                 # The profile that served it, never the client's string: see gateway.metrics.
                 model=ex.served_model,

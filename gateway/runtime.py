@@ -18,6 +18,7 @@ from django.db import close_old_connections, connection
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
+from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
 from gateway.routing_version import VERSION_KEY
 from gateway.snapshot import Live, Snapshot, build_snapshot, reweigh
@@ -40,7 +41,7 @@ class Runtime:
     admission: Admission
     snapshot: Snapshot  # what requests route on: `base` reweighed with live telemetry
     base: Snapshot  # as built from the database
-    leases: dict[str, str] = field(default_factory=dict)  # lease id → "slots:node"/"queue:node"
+    leases: HeldLeases = field(default_factory=HeldLeases)
     redis_ok: bool = True
     snapshot_error: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -173,7 +174,7 @@ async def _refresh_forever(rt: Runtime) -> None:
 async def _renew_forever(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(RENEW_INTERVAL_S)
-        held = [(zset, lease) for lease, zset in list(rt.leases.items())]
+        held = rt.leases.slots()
         try:
             await rt.admission.renew(held)
         except Exception as exc:

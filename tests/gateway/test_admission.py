@@ -12,6 +12,7 @@ import redis
 
 from clawdbot_site import redis_keys
 from gateway.admission import LEASE_TTL_MS, QUEUE_TTL_MS, Admission, EjectionPolicy
+from gateway.leases import Lease
 from gateway.proxy import Proxy
 from gateway.snapshot import Route
 from tests.gateway.admitting import admission_on, admit, route
@@ -21,7 +22,7 @@ async def _fail_until_ejected(admission: Admission, node: Route) -> int:
     """Admit and fail requests on the node until it is ejected; the cooldown in ms."""
     for _ in range(admission.policy.after_failures):
         assert (await admit(admission, "l", node)).status == "ok"
-        cooldown = await admission.release(lease="l", node=node.node.name, outcome="fail")
+        cooldown = await admission.release(Lease("l", node.node.name), outcome="fail")
         if cooldown:
             return cooldown
     raise AssertionError("the node was not ejected")
@@ -29,7 +30,7 @@ async def _fail_until_ejected(admission: Admission, node: Route) -> int:
 
 async def _succeed(admission: Admission, node: Route) -> None:
     assert (await admit(admission, "ok", node)).status == "ok"
-    await admission.release(lease="ok", node=node.node.name, outcome="ok")
+    await admission.release(Lease("ok", node.node.name), outcome="ok")
 
 
 async def test_a_node_that_fails_again_after_recovering_gets_a_longer_cooldown(
@@ -48,7 +49,7 @@ async def test_a_node_that_fails_again_after_recovering_gets_a_longer_cooldown(
         # A success still ends a run of failures: one failure alone does not eject.
         await _succeed(admission, flaky)
         assert (await admit(admission, "x", flaky)).status == "ok"
-        assert await admission.release(lease="x", node="flaky", outcome="fail") == 0
+        assert await admission.release(Lease("x", "flaky"), outcome="fail") == 0
 
 
 async def test_the_queue_is_first_come_first_served(redis_client: redis.Redis) -> None:
@@ -61,17 +62,17 @@ async def test_the_queue_is_first_come_first_served(redis_client: redis.Redis) -
         assert await status("a") == "ok"
         assert await status("b") == "queued"
         assert await status("c") == "queued"
-        await admission.release(lease="a", node="busy", outcome="ok")
+        await admission.release(Lease("a", "busy"), outcome="ok")
         # The slot is free, but two requests were waiting for it: a newcomer queues behind
         # them, and of the two the later one keeps waiting while the first takes it.
         assert await status("d") == "queued"
         assert await status("c", queued_at="busy") == "queued"
         assert await status("b", queued_at="busy") == "ok"
-        await admission.release(lease="b", node="busy", outcome="ok")
+        await admission.release(Lease("b", "busy"), outcome="ok")
         assert await status("d", queued_at="busy") == "queued"
         assert await status("c", queued_at="busy") == "ok"
         # A waiting request that leaves gives up its place.
-        await admission.release(lease="d", node="busy", outcome="neutral", queued=True)
+        await admission.release(Lease("d", "busy", queued=True), outcome="neutral")
         assert redis_client.zcard(redis_keys.queue_order("busy")) == 0
         assert redis_client.zcard(redis_keys.queue("busy")) == 0
 
@@ -83,7 +84,7 @@ async def test_a_lapsed_place_in_the_queue_frees_it(redis_client: redis.Redis) -
         first, waiting = await admit(admission, "a", busy), await admit(admission, "b", busy)
         assert (first.status, waiting.status) == ("ok", "queued")
         redis_client.zadd(redis_keys.queue("busy"), {"b": 1})  # its expiry long past
-        await admission.release(lease="a", node="busy", outcome="ok")
+        await admission.release(Lease("a", "busy"), outcome="ok")
         assert (await admit(admission, "c", busy)).status == "ok"
         assert redis_client.zcard(redis_keys.queue_order("busy")) == 0
 
@@ -118,7 +119,7 @@ async def test_a_place_in_a_queue_lapses_soon_and_is_not_renewed(
         slot = redis_client.zscore(redis_keys.slots("busy"), "a")
         assert place is not None and place <= now_ms + QUEUE_TTL_MS + 1000
         assert slot is not None and slot >= now_ms + LEASE_TTL_MS - 1000
-        await admission.renew([("queue:busy", "b"), ("slots:busy", "a")])
+        await admission.renew([Lease("b", "busy", queued=True), Lease("a", "busy")])
         assert redis_client.zscore(redis_keys.queue("busy"), "b") == place
         assert redis_client.zscore(redis_keys.slots("busy"), "a") >= slot  # type: ignore[operator]
 
@@ -171,7 +172,7 @@ async def test_rate_windows_expire_though_only_created_ones_get_the_expiry(
                 estimated_tokens=50, check_rate=True,
             )  # fmt: skip
             assert verdict.status == "ok"
-        await admission.release(lease="a", node="gpu1", outcome="ok", key_id=7, token_delta=-20)
+        await admission.release(Lease("a", "gpu1"), outcome="ok", key_id=7, token_delta=-20)
         windows = list(redis_client.scan_iter(redis_keys.rate_windows(key_id="7")))
         assert len(windows) == 2  # requests and tokens, this minute
         for window in windows:

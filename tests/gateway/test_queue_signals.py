@@ -8,6 +8,7 @@ import redis
 from django.conf import settings
 
 from clawdbot_site import redis_keys
+from gateway.leases import Lease
 from gateway.queue_signals import QueueSignals
 from tests.gateway.admitting import admission_on, admit, route
 
@@ -53,11 +54,11 @@ async def test_releasing_a_slot_announces_it_only_to_a_queue_with_waiters(
     try:
         async with admission_on() as admission:
             assert (await admit(admission, "a", busy)).status == "ok"
-            await admission.release(lease="a", node="busy", outcome="ok")  # nobody waits
+            await admission.release(Lease("a", "busy"), outcome="ok")  # nobody waits
             redis_client.publish(redis_keys.freed_channel("marker"), "")
             assert (await admit(admission, "b", busy)).status == "ok"
             assert (await admit(admission, "c", busy)).status == "queued"
-            await admission.release(lease="b", node="busy", outcome="ok")  # "c" waits
+            await admission.release(Lease("b", "busy"), outcome="ok")  # "c" waits
         channels = [listener.get_message(timeout=5) for _ in range(2)]
         # In order: had the first release announced anything, it would come before the marker.
         assert [m["channel"] for m in channels if m] == [
@@ -107,7 +108,7 @@ async def test_a_redis_user_without_channel_permission_still_releases(
         async with admission_on(f"{scheme}://{user}:pw@{rest}") as admission:
             assert (await admit(admission, "a", busy)).status == "ok"
             assert (await admit(admission, "b", busy)).status == "queued"
-            await admission.release(lease="a", node="busy", outcome="ok")  # would publish
+            await admission.release(Lease("a", "busy"), outcome="ok")  # would publish
         assert redis_client.zcard(redis_keys.slots("busy")) == 0
     finally:
         redis_client.execute_command("ACL", "DELUSER", user)

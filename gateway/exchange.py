@@ -1,0 +1,50 @@
+"""One client request as the gateway tracks it, from arrival to its closing record: who asked,
+for what, which node answered, what it used and how it ended. The response headers, the
+request log and the metrics are all read from it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.errors import GatewayError
+from gateway.http import Headers
+from gateway.ids import new_id
+from gateway.leases import Lease
+from gateway.node_faults import Outcome
+from gateway.snapshot import KeyView
+
+
+@dataclass
+class Exchange:
+    endpoint: str
+    started: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
+    request_id: str = field(default_factory=lambda: "req-" + new_id())
+    key: KeyView | None = None
+    model: str = ""  # as the client asked
+    served_model: str = ""  # the profile that served it
+    stream: bool = False
+    node: str = ""  # the node of the current (finally, the last) attempt
+    status: int = 200
+    attempts: int = 0  # nodes tried: 0 when refused before any node
+    ttft: float | None = None
+    prompt_tokens: int | None = None  # the node's counts; None where it sent none
+    completion_tokens: int | None = None
+    estimated_tokens: int = 0  # prompt plus requested output: the rate-limit reservation
+    prompt_estimate: int = 0
+    error: GatewayError | None = None
+    response_started: bool = False
+    content_sent: bool = False
+    lease: Lease | None = None  # held until the closing record releases it
+    outcome: Outcome = "neutral"  # for the node's ejection count
+    headers: Headers = field(default_factory=list)  # rate-limit headers for the answer
+    truncated: bool = False
+
+    def base_headers(self, *, with_node: bool = True) -> Headers:
+        headers: Headers = [(b"x-request-id", self.request_id.encode())]
+        if self.node and with_node:
+            headers.append((b"x-clawdbot-node", self.node.encode()))
+        if self.attempts > 1:
+            headers.append((b"x-clawdbot-attempts", str(self.attempts).encode()))
+        return headers + self.headers

@@ -231,7 +231,7 @@ def main() -> int:
         env["REDIS_URL"] = f"unix://{work / 'redis.sock'}"
     try:
         sim_port, gw_port = free_port(), free_port()
-        start(PY, "-m", "nodes.simulator", "--port", str(sim_port), "--zero-latency",
+        start(PY, "-m", "simulator", "--port", str(sim_port), "--zero-latency",
               "--model", "qwen3:32b", "--answer-tokens", "20", "--parallel", "64",
               "--max-queue", "1024")  # fmt: skip
         sim = f"http://127.0.0.1:{sim_port}"

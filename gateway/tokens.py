@@ -1,7 +1,7 @@
 """Cheap prompt-size estimates, run on every request before it is routed.
 
 The gateway cannot run each node's tokenizer, so it estimates. The heuristic is the simulator's
-(``nodes/simengine.py``) made never smaller, so a prompt the gateway admits is one the
+(``simulator/engine.py``) made never smaller, so a prompt the gateway admits is one the
 simulated node will not truncate, and real tokenizers are rarely under-estimated:
 
 * text: ``ceil(utf8_bytes / 4)``. For ASCII that is the simulator's ``ceil(chars / 4)``

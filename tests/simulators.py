@@ -1,4 +1,4 @@
-"""Start real simulated GPU nodes (``python -m nodes.simulator``) from tests.
+"""Start real simulated GPU nodes (``python -m simulator``) from tests.
 
     with start_simulator("--api", "ollama", "--model", "qwen3:32b") as sim:
         httpx.get(sim.url + "/api/tags")
@@ -112,14 +112,14 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
 def start_simulator(
     *args: str, env: dict[str, str] | None = None, timeout: float = START_TIMEOUT_S
 ) -> SimProcess:
-    """Spawn ``python -m nodes.simulator --port 0 *args`` and wait for its banner line.
+    """Spawn ``python -m simulator --port 0 *args`` and wait for its banner line.
 
     ``env`` entries are added to the current environment. stderr is inherited, so a crash
     shows up in the test output.
     """
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nodes.simulator", "--port", "0", *args],
+        [sys.executable, "-m", "simulator", "--port", "0", *args],
         cwd=REPO_ROOT,
         env=full_env,
         stdin=subprocess.DEVNULL,

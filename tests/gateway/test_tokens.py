@@ -16,7 +16,7 @@ from gateway.tokens import (
     estimate_texts_tokens,
 )
 from gateway.upstreams.ollama import chat_to_ollama
-from nodes import simengine
+from simulator import engine as sim_engine
 
 
 @pytest.mark.parametrize(
@@ -125,12 +125,12 @@ def test_estimate_is_never_below_the_simulators_count() -> None:
         native = chat_to_ollama(
             req, upstream_model="m", num_ctx=4096, keep_alive="5m", max_tokens=None
         )
-        assert ours >= simengine.estimate_chat_tokens(native["messages"], native.get("tools"))
-        assert ours >= simengine.estimate_chat_tokens(body["messages"], body.get("tools"))
+        assert ours >= sim_engine.estimate_chat_tokens(native["messages"], native.get("tools"))
+        assert ours >= sim_engine.estimate_chat_tokens(body["messages"], body.get("tools"))
 
 
 def test_constants_match_the_simulator() -> None:
-    assert IMAGE_TOKENS == simengine.IMAGE_TOKENS
-    assert MESSAGE_OVERHEAD_TOKENS == simengine.MESSAGE_OVERHEAD_TOKENS
+    assert IMAGE_TOKENS == sim_engine.IMAGE_TOKENS
+    assert MESSAGE_OVERHEAD_TOKENS == sim_engine.MESSAGE_OVERHEAD_TOKENS
     for text in ("", "a", "abcd" * 7 + "z"):
-        assert estimate_text_tokens(text) == simengine.estimate_text_tokens(text)
+        assert estimate_text_tokens(text) == sim_engine.estimate_text_tokens(text)

@@ -128,7 +128,7 @@ def _restart_script(tmp_path: Path, port: int) -> tuple[Path, Path, Path]:
         "#!/bin/sh\n"
         f"echo restart >> {runs}\n"
         f"cd {Path(__file__).resolve().parents[2]}\n"
-        f"setsid {sys.executable} -m nodes.simulator {args} >/dev/null 2>&1 &\n"
+        f"setsid {sys.executable} -m simulator {args} >/dev/null 2>&1 &\n"
         f"echo $! > {pidfile}\n"
     )
     script.chmod(0o755)

@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from nodes import simulator
+from simulator import cli
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
     )
 
     def run_from_argv(self, argv: list[str]) -> None:
-        # The simulator owns its flags (it also runs standalone as `python -m nodes.simulator`).
-        parser = simulator.build_arg_parser()
+        # The simulator owns its flags (it also runs standalone as `python -m simulator`).
+        parser = cli.build_arg_parser()
         parser.prog = "clawdbot simulate-node"
-        sys.exit(simulator.main(argv[2:], parser=parser))
+        sys.exit(cli.main(argv[2:], parser=parser))

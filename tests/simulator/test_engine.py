@@ -7,7 +7,7 @@ import math
 import orjson
 import pytest
 
-from nodes.simengine import (
+from simulator.engine import (
     AnswerRequest,
     ControlError,
     Faults,

@@ -1,7 +1,7 @@
 """Pure model of a simulated GPU inference node.
 
 Everything here is plain data and plain functions (no I/O, no clock, no event loop), so
-the HTTP server in ``nodes/simulator.py`` stays a thin layer and the arithmetic can be
+the HTTP server in the rest of this package stays a thin layer and the arithmetic can be
 unit-tested directly. This module must not import Django or other project modules: the
 simulator also runs standalone in benchmarks.
 
@@ -72,7 +72,7 @@ _PARAM_SIZE = re.compile(r"(\d+(?:\.\d+)?)([bm])\b")
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """Start-up configuration; every field maps to one CLI flag of ``nodes.simulator``."""
+    """Start-up configuration; every field maps to one CLI flag of ``python -m simulator``."""
 
     api: str = "ollama"
     host: str = "127.0.0.1"

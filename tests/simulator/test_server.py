@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.simulators import SimProcess, start_simulator
+from tests.simulators import REPO_ROOT, SimProcess, start_simulator
 
 OLLAMA_ARGS = (
     "--api", "ollama", "--model", "qwen3:32b", "--model", "nomic-embed-text",
@@ -109,6 +111,16 @@ def test_banner_says_it_is_simulated(ollama: SimProcess) -> None:
         ollama.banner,
     )
     assert ollama.url == f"http://127.0.0.1:{ollama.port}"
+
+
+def test_imports_nothing_from_django_or_the_project() -> None:
+    """Benchmarks run the simulator standalone, without Django or a database."""
+    project = {"django", "clawdbot_site", "gateway", "nodes", "dashboard", "tests"}
+    code = "import sys, simulator.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [name for name in loaded if name.split(".")[0] in project] == []
 
 
 def test_root_head_version_and_simulated_header(ollama: SimProcess) -> None:

@@ -15,7 +15,7 @@ up while ``refuse_connections`` has closed the main one):
 * ``GET /_sim/requests?limit=N`` and ``POST /_sim/requests/clear``  recorded requests
 
 Modules: ``engine`` (the pure timing model and answer planning), ``state`` (slots, loaded
-models, counters), ``wire`` (what both APIs send alike), ``control`` (the hooks above),
+models, counters), ``replies`` (what both APIs send alike), ``control`` (the hooks above),
 ``ollama_api`` and ``openai_api`` (the two APIs), ``cli`` (flags, applications, serving).
 
 This package imports nothing from Django or the rest of the project: benchmarks run it

@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 
 from simulator.engine import ControlError, apply_control
+from simulator.replies import json_response
 from simulator.state import BODY, REQUEST_RING_SIZE, STATE, BadBody
-from simulator.wire import json_response
 
 SIMULATED_HEADER = "X-Clawdbot-Simulated"
 

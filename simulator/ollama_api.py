@@ -30,8 +30,7 @@ from simulator.engine import (
     seed_for,
     truncated_prompt_tokens,
 )
-from simulator.state import STATE, Generation, QueueFull, SimState, monotonic, prefill_only
-from simulator.wire import (
+from simulator.replies import (
     BUSY_MESSAGE,
     INJECTED_ERROR,
     MID_STREAM_ERROR,
@@ -41,6 +40,7 @@ from simulator.wire import (
     request_body,
     stop_sequences,
 )
+from simulator.state import STATE, Generation, QueueFull, SimState, monotonic, prefill_only
 
 OLLAMA_VERSION = "0.32.0-simulated"
 PROMPT_TOO_LONG = "the prompt is longer than the context length currently available to the model"

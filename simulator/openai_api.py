@@ -22,8 +22,7 @@ from simulator.engine import (
     seed_for,
     vllm_context_error,
 )
-from simulator.state import STATE, Generation, QueueFull, SimState, prefill_only
-from simulator.wire import (
+from simulator.replies import (
     BUSY_MESSAGE,
     INJECTED_ERROR,
     MID_STREAM_ERROR,
@@ -35,6 +34,7 @@ from simulator.wire import (
     sse_event,
     stop_sequences,
 )
+from simulator.state import STATE, Generation, QueueFull, SimState, prefill_only
 
 VLLM_VERSION = "0.10.1-simulated"
 VLLM_ENGINE_DEAD = "EngineCore encountered an issue. See stack trace (above) for the root cause."

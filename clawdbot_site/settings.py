@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "channels",
     "nodes",
     "gateway",
+    "admin_api",
     "dashboard",
 ]
 

@@ -9,6 +9,6 @@ admin.site.index_title = "Nodes, model profiles and API keys"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("v1/admin/", include("nodes.api_urls")),
+    path("v1/admin/", include("admin_api.urls")),
     path("", include("dashboard.urls")),
 ]

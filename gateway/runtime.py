@@ -16,13 +16,12 @@ import redis.asyncio as aredis
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
 from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
-from gateway.routing_version import VERSION_KEY
 from gateway.snapshot import Live, Snapshot, build_snapshot, reweigh
-from nodes.probe_runner import HEALTH_KEY
 from nodes.telemetry_store import summarise, telemetry_key, total_memory_gb
 from wire.http_client import UpstreamClient
 from wire.resp import RespClient
@@ -66,7 +65,7 @@ async def _load(version: int) -> Snapshot:
 
 
 async def _read_version(client: aredis.Redis) -> int:
-    value = await client.get(VERSION_KEY)
+    value = await client.get(redis_keys.ROUTING_VERSION)
     return int(value or 0)
 
 
@@ -116,7 +115,7 @@ async def _live(client: aredis.Redis, base: Snapshot) -> Live:
     """GPU telemetry and probe pass ratios of every node, in one round trip."""
     names = list(base.nodes)
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(HEALTH_KEY)
+        pipe.hgetall(redis_keys.HEALTH)
         if names:
             pipe.mget([telemetry_key(name) for name in names])
         replies = await pipe.execute()

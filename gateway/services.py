@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from gateway.keys import generate_key, hash_key
 from gateway.models import ApiKey
-from gateway.routing_version import bump_after_commit
 from nodes.models import ModelProfile
+from nodes.routing_version import bump_after_commit
 
 
 @dataclass(frozen=True)

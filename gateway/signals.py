@@ -1,5 +1,9 @@
 """Routing snapshots must follow every config change, including the admin's plain saves,
-so the version bump hangs off the models' save/delete signals (and nothing else does)."""
+so saving or deleting a node, profile, deployment or key (or changing a key's models) bumps
+the routing version after the commit. Bulk updates (`QuerySet.update`) send no signal: the
+services that make them bump it themselves (`nodes_set_draining`, `apikeys_revoke`). The
+receivers live here, not in `nodes`, because one of the models is the gateway's ApiKey and
+the control plane never imports the data plane."""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from gateway.models import ApiKey
-from gateway.routing_version import bump_after_commit
 from nodes.models import Deployment, ModelProfile, Node
+from nodes.routing_version import bump_after_commit
 
 # Saves that touch only these fields change nothing the data plane routes on.
 BOOKKEEPING = frozenset(

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from nodes import tasks
 from nodes.choices import NodeState
 from nodes.live import NodeLive, live_view
 from nodes.load_tasks import schedule_prefetch_warmup
@@ -167,6 +168,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     def probe_now(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         nodes = list(queryset.prefetch_related("deployments__profile"))
         for outcome, result in probe_and_record(nodes):
+            tasks.follow_up(outcome)
             node = outcome.node
             if result.ok:
                 self.message_user(

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
 from nodes import telemetry_store
 from nodes.models import Node
-from nodes.probe_runner import HEALTH_KEY
 from nodes.weights import node_weight
 
 
@@ -26,7 +26,7 @@ def live_view(names: list[str]) -> dict[str, NodeLive]:
         return {}
     nodes = {n.name: n for n in Node.objects.filter(name__in=names)}
     readings = telemetry_store.latest(names)
-    ratios = sync_client().hmget(HEALTH_KEY, names)
+    ratios = sync_client().hmget(redis_keys.HEALTH, names)
     out = {}
     for name, raw_ratio in zip(names, ratios, strict=True):
         node = nodes.get(name)

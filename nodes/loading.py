@@ -23,7 +23,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
-from gateway.errors import GatewayError
 from nodes import telemetry_store
 from nodes.agent import queue_for, warm_models
 from nodes.models import Deployment, ModelProfile, Node
@@ -53,8 +52,16 @@ class NodeLoadResult(TypedDict):
 Progress = Callable[[NodeLoadResult], None]
 
 
-class LoadRequestError(GatewayError):
-    """A load request the API must refuse; carries the OpenAI error's status, code and param."""
+class LoadRequestError(Exception):
+    """A load request the control plane refuses: `status` (an HTTP status), `code` and
+    `param` say how, for the management API's answer."""
+
+    def __init__(self, status: int, message: str, *, code: str, param: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
 
 
 # --- Where a profile may go -----------------------------------------------------------------

@@ -9,15 +9,12 @@ from typing import Any, cast
 
 import httpx
 from django.conf import settings
-from django.db import transaction
 
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
-from nodes.choices import NodeState
 from nodes.models import Node
 from nodes.probes import ProbeResult, probe
 from nodes.services import ProbeOutcome, node_record_probe
-from nodes.warming import is_warming
 
 
 async def _probe_all(targets: list[tuple[str, str, list[str]]]) -> list[ProbeResult]:
@@ -30,7 +27,8 @@ async def _probe_all(targets: list[tuple[str, str, list[str]]]) -> list[ProbeRes
 
 def probe_and_record(nodes: list[Node]) -> list[tuple[ProbeOutcome, ProbeResult]]:
     """Probe concurrently (network first, no transaction held), then record each result.
-    `nodes` should come with `deployments__profile` prefetched."""
+    `nodes` should come with `deployments__profile` prefetched. What a new state calls for
+    (a warm-up, healing) is the caller's to start: `tasks.follow_up`."""
     targets = [
         (n.base_url, n.api_kind, [d.profile.upstream_model for d in n.deployments.all()])
         for n in nodes
@@ -45,11 +43,9 @@ def probe_and_record(nodes: list[Node]) -> list[tuple[ProbeOutcome, ProbeResult]
         if outcome is None:
             continue
         recorded.append((outcome, result))
-        _follow_up(outcome)
     return recorded
 
 
-HEALTH_KEY = redis_keys.HEALTH
 PASS_RATIO_ALPHA = 0.1  # ≈ the last 10-20 probes
 
 
@@ -60,7 +56,7 @@ def record_pass_ratios(passed: dict[str, bool]) -> None:
         return
     client = sync_client()
     names = list(passed)
-    old = client.hmget(HEALTH_KEY, names)
+    old = client.hmget(redis_keys.HEALTH, names)
     updated = {
         name: round(
             (1 - PASS_RATIO_ALPHA) * (float(prev) if prev is not None else 1.0)
@@ -69,14 +65,4 @@ def record_pass_ratios(passed: dict[str, bool]) -> None:
         )
         for name, prev in zip(names, old, strict=True)
     }
-    client.hset(HEALTH_KEY, mapping=cast(Any, updated))  # redis-py's Mapping is invariant
-
-
-def _follow_up(outcome: ProbeOutcome) -> None:
-    from nodes import tasks  # tasks import this module: import late
-
-    node = outcome.node
-    if outcome.held_for_warmup and not is_warming(node.name):
-        transaction.on_commit(lambda: tasks.warm_then_ready.delay(node.pk))
-    if outcome.changed and node.state == NodeState.DEGRADED:
-        transaction.on_commit(lambda: tasks.heal_node.delay(node.pk, "turned DEGRADED"))
+    client.hset(redis_keys.HEALTH, mapping=cast(Any, updated))  # redis-py's Mapping is invariant

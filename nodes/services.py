@@ -9,11 +9,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gateway.routing_version import bump_after_commit
 from nodes.choices import NodeState
 from nodes.discovery import DiscoveredModel, same_model
 from nodes.models import Deployment, ModelProfile, Node, ProbeRecord
 from nodes.probes import ProbeResult
+from nodes.routing_version import bump_after_commit
 from nodes.statemachine import Health, Thresholds, after_probe
 from nodes.warmup import WarmupResult
 

@@ -27,7 +27,7 @@ from nodes.healing import HealPolicy, decide
 from nodes.loading import NodeLoadResult, warm_and_record
 from nodes.models import GpuSample, HealEvent, Node, ProbeRecord
 from nodes.probe_runner import probe_and_record
-from nodes.services import node_mark_state
+from nodes.services import ProbeOutcome, node_mark_state
 
 log = logging.getLogger(__name__)
 PROBE_LOCK = redis_keys.PROBE_LOCK
@@ -43,6 +43,8 @@ def probe_nodes() -> int:
     started = time.monotonic()
     nodes = list(Node.objects.filter(enabled=True).prefetch_related("deployments__profile"))
     recorded = probe_and_record(nodes)
+    for outcome, _ in recorded:
+        follow_up(outcome)
     changed = [o for o, _ in recorded if o.changed]
     for outcome in changed:
         log.warning(
@@ -54,6 +56,16 @@ def probe_nodes() -> int:
         )
     log.info("probed %d nodes in %.0f ms", len(nodes), (time.monotonic() - started) * 1000)
     return len(recorded)
+
+
+def follow_up(outcome: ProbeOutcome) -> None:
+    """What a recorded probe calls for: the warm-up of a node held back for its prefetch
+    profiles, healing for a node that just turned DEGRADED (both after the commit)."""
+    node = outcome.node
+    if outcome.held_for_warmup and not warming.is_warming(node.name):
+        transaction.on_commit(lambda: warm_then_ready.delay(node.pk))
+    if outcome.changed and node.state == NodeState.DEGRADED:
+        transaction.on_commit(lambda: heal_node.delay(node.pk, "turned DEGRADED"))
 
 
 @shared_task(ignore_result=True, soft_time_limit=900, time_limit=930)

@@ -16,8 +16,7 @@ import httpx
 import redis
 from django.conf import settings
 
-from clawdbot_site import processes
-from gateway.routing_version import VERSION_KEY
+from clawdbot_site import processes, redis_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +87,7 @@ class GatewayProcess:
 
     def wait_for_config(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Block until the gateway routes on the config committed so far."""
-        target = int(redis.Redis.from_url(settings.REDIS_URL).get(VERSION_KEY) or 0)
+        target = int(redis.Redis.from_url(settings.REDIS_URL).get(redis_keys.ROUTING_VERSION) or 0)
         deadline = time.monotonic() + timeout_s
         body: dict[str, Any] = {}
         while time.monotonic() < deadline:

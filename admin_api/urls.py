@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from nodes import api
+from admin_api import views as api
 
 app_name = "admin_api"
 

@@ -1,5 +1,5 @@
 """The management API under /v1/admin: load a model profile on nodes at runtime and follow the
-load. Staff API keys or a staff admin session (see `gateway.staff_auth`). Every answer, errors
+load. Staff API keys or a staff admin session (see `admin_api.auth`). Every answer, errors
 included, is JSON, and every error has the OpenAI shape the /v1 data plane uses."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 
+from admin_api.auth import IsStaff, StaffApiKeyAuthentication
 from gateway.errors import NOT_RETRYABLE, GatewayError, bad_request, server_error
 from gateway.requests import invalid_type, json_type_name
-from gateway.staff_auth import IsStaff, StaffApiKeyAuthentication
 from nodes.load_tasks import load_status, start_load
-from nodes.loading import resolve_load_request
+from nodes.loading import LoadRequestError, resolve_load_request
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ def error_response(error: GatewayError) -> HttpResponse:
 def _as_error(exc: Exception, context: dict[str, Any]) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
+    if isinstance(exc, LoadRequestError):
+        return GatewayError(exc.status, exc.message, code=exc.code, param=exc.param)
     if isinstance(exc, Http404):
         return GatewayError(404, str(exc) or "Not found.", code="not_found")
     if isinstance(exc, DjangoPermissionDenied):

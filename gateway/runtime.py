@@ -21,7 +21,8 @@ from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
 from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
-from gateway.snapshot import Live, Snapshot, build_snapshot, reweigh
+from gateway.selectors import build_snapshot
+from gateway.snapshot import Live, Snapshot, reweigh
 from nodes.telemetry_store import summarise, telemetry_key, total_memory_gb
 from wire.http_client import UpstreamClient
 from wire.resp import RespClient

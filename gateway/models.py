@@ -96,7 +96,7 @@ class ApiKey(models.Model):
 
 
 class RequestLog(models.Model):
-    """One row per /v1 request, written in bulk from the Redis buffer (see gateway.logbuffer)."""
+    """One row per /v1 request, written in bulk from the Redis buffer (see gateway.request_log)."""
 
     request_id = models.CharField(max_length=40, unique=True)
     created_at = models.DateTimeField(db_index=True)

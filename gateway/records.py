@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
-import orjson
 
 from gateway import metrics
 from gateway.accounting import token_correction
 from gateway.exchange import Exchange
+from gateway.request_log import MESSAGE_LIMIT, LogEntry
 from gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -29,25 +27,25 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
             prompt_estimate=ex.prompt_estimate,
             reserved=ex.estimated_tokens,
         )
-    entry: dict[str, Any] = {
-        "request_id": ex.request_id,
-        "ts": ex.wall,
-        "endpoint": ex.endpoint,
-        "key_prefix": ex.key.prefix if ex.key else "",
-        "model": ex.model,
-        "served_model": ex.served_model,
-        "node": ex.node,
-        "status": ex.status,
-        "stream": ex.stream,
-        "latency_ms": round(duration * 1000, 3),
-        "ttft_ms": round(ex.ttft * 1000, 3) if ex.ttft is not None else None,
-        "prompt_tokens": ex.prompt_tokens,
-        "completion_tokens": ex.completion_tokens,
-        "attempts": ex.attempts,  # nodes tried: 0 when refused before any node
-        "error_code": (ex.error.code or ex.error.type) if ex.error else "",
-        "error_message": ex.error.message[:500] if ex.error else "",
-        "prompt_truncated": ex.truncated,
-    }
+    entry = LogEntry(
+        request_id=ex.request_id,
+        ts=ex.wall,
+        endpoint=ex.endpoint,
+        key_prefix=ex.key.prefix if ex.key else "",
+        model=ex.model,
+        served_model=ex.served_model,
+        node=ex.node,
+        status=ex.status,
+        stream=ex.stream,
+        latency_ms=round(duration * 1000, 3),
+        ttft_ms=round(ex.ttft * 1000, 3) if ex.ttft is not None else None,
+        prompt_tokens=ex.prompt_tokens,
+        completion_tokens=ex.completion_tokens,
+        attempts=ex.attempts,
+        error_code=(ex.error.code or ex.error.type) if ex.error else "",
+        error_message=ex.error.message[:MESSAGE_LIMIT] if ex.error else "",
+        prompt_truncated=ex.truncated,
+    )
     lease, ex.lease = ex.lease, None
     if lease is not None:
         rt.leases.drop(lease)
@@ -66,9 +64,9 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
                 ttft_s=ex.ttft if ex.status == 200 else None,
                 prompt_tokens=ex.prompt_tokens,
                 completion_tokens=ex.completion_tokens,
-                log_entry=orjson.dumps(entry),
+                log_entry=entry.to_json(),
             ),
         )
     except Exception as exc:
         # Redis is down: the lease lapses by itself; the log line goes to the process log.
-        log.warning("could not record %s: %s; %s", ex.request_id, exc, orjson.dumps(entry))
+        log.warning("could not record %s: %s; %s", ex.request_id, exc, entry.to_json())

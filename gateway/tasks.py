@@ -6,8 +6,8 @@ import time
 from celery import shared_task
 
 from clawdbot_site.redis_client import sync_client
-from gateway.logbuffer import BUFFER, FLUSH_LOCK, to_row_kwargs
 from gateway.models import RequestLog
+from gateway.request_log import BUFFER, FLUSH_LOCK, to_row_kwargs
 
 log = logging.getLogger(__name__)
 BATCH = 2000

@@ -14,8 +14,8 @@ import pytest
 
 from clawdbot_site.redis_client import sync_client
 from gateway import metrics, tasks
-from gateway.logbuffer import BUFFER
 from gateway.models import RequestLog
+from gateway.request_log import BUFFER
 from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess

@@ -17,8 +17,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from clawdbot_site import redis_keys
 from gateway import tasks
-from gateway.logbuffer import BUFFER
 from gateway.models import RequestLog
+from gateway.request_log import BUFFER
 from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess

@@ -1,0 +1,70 @@
+"""The request log: one entry per /v1 request, appended to a Redis list by the RELEASE script
+when the request ends (gateway.admission, with its metrics), bulk-inserted into the database
+by a Celery task (gateway.tasks). Entries leave Redis only after the insert committed, so a
+database outage delays logs instead of losing them.
+
+`LogEntry` is the entry's one definition: what the gateway writes, what the flush reads, and
+(a test checks) the columns of `RequestLog`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from clawdbot_site import redis_keys
+
+BUFFER = redis_keys.REQUEST_LOG
+FLUSH_LOCK = redis_keys.REQUEST_LOG_FLUSH_LOCK
+TEXT_LIMIT = 128  # the short text columns' max_length
+MESSAGE_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    request_id: str
+    ts: float  # unix seconds: the row's created_at
+    endpoint: str
+    key_prefix: str
+    model: str  # as the client asked (any string: clipped when stored)
+    served_model: str
+    node: str
+    status: int
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    attempts: int  # nodes tried: 0 when refused before any node
+    error_code: str
+    error_message: str
+    prompt_truncated: bool
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+
+FIELDS = tuple(f.name for f in fields(LogEntry))
+_TEXT = ("key_prefix", "model", "served_model", "node", "error_code")
+
+
+def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:
+    """Model kwargs for one buffered entry; None for an entry that cannot be read. Tolerant:
+    an entry written by another version of the gateway may lack fields."""
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict) or "request_id" not in entry or "ts" not in entry:
+        return None
+    row = {f: entry.get(f) for f in FIELDS if f != "ts"}
+    for text_field in _TEXT:
+        row[text_field] = (row[text_field] or "")[:TEXT_LIMIT]
+    row["error_message"] = (row["error_message"] or "")[:MESSAGE_LIMIT]
+    row["stream"] = bool(row["stream"])
+    row["prompt_truncated"] = bool(row["prompt_truncated"])
+    row["attempts"] = row["attempts"] or 0
+    row["created_at"] = datetime.fromtimestamp(float(entry["ts"]), tz=UTC)
+    return row

@@ -23,9 +23,9 @@ from rest_framework.views import APIView, set_rollback
 
 from admin_api.auth import IsStaff, StaffApiKeyAuthentication
 from gateway.errors import NOT_RETRYABLE, GatewayError, bad_request, server_error
-from gateway.requests import invalid_type, json_type_name
-from nodes.load_tasks import load_status, start_load
-from nodes.loading import LoadRequestError, resolve_load_request
+from gateway.validation import invalid_type, json_type_name
+from nodes.load_jobs import load_status, start_load
+from nodes.placement import LoadRequestError, resolve_load_request
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from typing import Any
 from gateway.errors import model_not_found
 from gateway.exchange import Exchange
 from gateway.plan import plan_embedding, plan_generation
-from gateway.requests import validate_chat, validate_completion, validate_embedding
 from gateway.snapshot import ProfileView, Snapshot
 from gateway.tokens import (
     estimate_chat_prompt_tokens,
@@ -17,6 +16,7 @@ from gateway.tokens import (
 )
 from gateway.upstreams.adapters import EmbeddingCall, GenerationCall
 from gateway.upstreams.contract import UpstreamCall
+from gateway.validation import validate_chat, validate_completion, validate_embedding
 
 GENERATION_ENDPOINTS = {
     "/v1/chat/completions": "chat",

@@ -12,7 +12,7 @@ from django.utils.safestring import SafeString
 from nodes import tasks
 from nodes.choices import NodeState
 from nodes.live import NodeLive, live_view
-from nodes.load_tasks import schedule_prefetch_warmup
+from nodes.load_jobs import schedule_prefetch_warmup
 from nodes.models import Deployment, GpuSample, HealEvent, ModelProfile, Node, ProbeRecord
 from nodes.probe_runner import probe_and_record
 from nodes.services import nodes_set_draining

@@ -17,14 +17,14 @@ from clawdbot_site import redis_keys
 from clawdbot_site.celery import app
 from clawdbot_site.redis_client import sync_client
 from nodes import (
-    load_tasks,  # noqa: F401  (registers the load tasks on this worker)
+    load_jobs,  # noqa: F401  (registers the load tasks on this worker)
     telemetry_store,
-    warming,
+    warm_lock,
 )
 from nodes.agent import queue_for
 from nodes.choices import NodeState
 from nodes.healing import HealPolicy, decide
-from nodes.loading import NodeLoadResult, warm_and_record
+from nodes.model_loads import NodeLoadResult, warm_and_record
 from nodes.models import GpuSample, HealEvent, Node, ProbeRecord
 from nodes.probe_runner import probe_and_record
 from nodes.services import ProbeOutcome, node_mark_state
@@ -62,7 +62,7 @@ def follow_up(outcome: ProbeOutcome) -> None:
     """What a recorded probe calls for: the warm-up of a node held back for its prefetch
     profiles, healing for a node that just turned DEGRADED (both after the commit)."""
     node = outcome.node
-    if outcome.held_for_warmup and not warming.is_warming(node.name):
+    if outcome.held_for_warmup and not warm_lock.is_warming(node.name):
         transaction.on_commit(lambda: warm_then_ready.delay(node.pk))
     if outcome.changed and node.state == NodeState.DEGRADED:
         transaction.on_commit(lambda: heal_node.delay(node.pk, "turned DEGRADED"))
@@ -72,7 +72,7 @@ def follow_up(outcome: ProbeOutcome) -> None:
 def warm_then_ready(node_id: int) -> None:
     """Load a recovering node's prefetch profiles, then let it serve again."""
     node = Node.objects.filter(pk=node_id).first()
-    if node is None or not warming.claim(node.name, settings.CLAWDBOT_WARMUP_TIMEOUT_S + 60):
+    if node is None or not warm_lock.claim(node.name, settings.CLAWDBOT_WARMUP_TIMEOUT_S + 60):
         return
     try:
         deployments = list(
@@ -91,7 +91,7 @@ def warm_then_ready(node_id: int) -> None:
             node_mark_state(node=node, state=NodeState.READY)
             log.warning("node %s: READY after warming %d profile(s)", node.name, len(results))
     finally:
-        warming.release(node.name)
+        warm_lock.release(node.name)
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=40)

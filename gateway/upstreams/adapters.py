@@ -13,9 +13,9 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.ids import new_id
 from gateway.plan import Plan
-from gateway.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.snapshot import NodeView, ProfileView
 from gateway.upstreams import ollama, openai
+from gateway.validation import ChatRequest, CompletionRequest, EmbeddingRequest
 from nodes.choices import ApiKind
 from nodes.keepalive import keep_alive_wire_value
 

@@ -39,8 +39,8 @@ import orjson
 
 from gateway.errors import GatewayError, bad_request, model_not_found, upstream_unavailable
 from gateway.ids import new_id
-from gateway.requests import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 from gateway.tokens import PART_SEPARATOR
+from gateway.validation import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 
 SYSTEM_FINGERPRINT = "fp_ollama"
 NODE_ERROR_PREFIX = "The model node failed: "

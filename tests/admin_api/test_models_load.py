@@ -23,9 +23,9 @@ from gateway.models import ApiKey
 from gateway.services import apikey_create
 from nodes import telemetry_store
 from nodes.keepalive import keep_alive_wire_value
-from nodes.load_tasks import load_model, schedule_prefetch_warmup
-from nodes.loading import vram_shortfall
+from nodes.load_jobs import load_model, schedule_prefetch_warmup
 from nodes.models import Deployment, ModelProfile, Node
+from nodes.placement import vram_shortfall
 from tests.agents import AgentProcess
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess

@@ -10,9 +10,9 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.plan import plan_generation
-from gateway.requests import validate_chat, validate_embedding
 from gateway.snapshot import NodeView, ProfileView
 from gateway.upstreams.adapters import EmbeddingCall, GenerationCall
+from gateway.validation import validate_chat, validate_embedding
 
 PROFILE = ProfileView(
     id=1,

@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from gateway.errors import GatewayError, model_not_found
-from gateway.requests import validate_chat, validate_completion, validate_embedding
 from gateway.upstreams.ollama import (
     ChatStreamTranslator,
     CompletionStreamTranslator,
@@ -24,6 +23,7 @@ from gateway.upstreams.ollama import (
     ollama_error,
     ollama_generate_to_openai,
 )
+from gateway.validation import validate_chat, validate_completion, validate_embedding
 
 PNG = "iVBORw0KGgo="
 

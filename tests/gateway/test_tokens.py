@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 
-from gateway.requests import validate_chat
 from gateway.tokens import (
     IMAGE_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
@@ -16,6 +15,7 @@ from gateway.tokens import (
     estimate_texts_tokens,
 )
 from gateway.upstreams.ollama import chat_to_ollama
+from gateway.validation import validate_chat
 from simulator import engine as sim_engine
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.requests import validate_chat, validate_completion, validate_embedding
+from gateway.validation import validate_chat, validate_completion, validate_embedding
 
 
 def chat(**fields: Any) -> dict[str, Any]:

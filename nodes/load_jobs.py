@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError
 
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
-from nodes.loading import NodeLoadResult, load_profile, warm_prefetch
+from nodes.model_loads import NodeLoadResult, load_profile, warm_prefetch
 from nodes.models import ModelProfile, Node
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TEST_REDIS_SOCKET := var/redis-test.sock
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test test-fast lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,10 @@ else
 	@mkdir -p var
 	$(BIN)/python -m clawdbot_site.embedded_redis $(TEST_REDIS_SOCKET) -- $(BIN)/pytest
 endif
+
+# The pure tests alone (no database, Redis or processes): seconds, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -132,3 +132,29 @@ def gateway(gateway_process: GatewayProcess, transactional_db: None) -> Iterator
     yield gateway_process
     clean_gateway_state(client)
     client.close()
+
+
+# Fixtures that bring a database, Redis or a process: a test using any of them is slow.
+SLOW_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_setup",
+        "redis_client",
+        "simulator",
+        "gateway_process",
+        "admin_client",
+        "client",
+        "live_server",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as slow what needs a server; `pytest -m "not slow"` then runs the pure tests
+    (translation, validation, policy) alone, in seconds."""
+    slow = pytest.mark.slow
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("django_db") or names & SLOW_FIXTURES:
+            item.add_marker(slow)

@@ -47,12 +47,14 @@ def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a real process
 def test_production_without_secret_key_refuses_to_start() -> None:
     result = _check({"CLAWDBOT_MODE": "production"})
     assert result.returncode != 0
     assert "CLAWDBOT_SECRET_KEY must be set when CLAWDBOT_MODE=production" in result.stderr
 
 
+@pytest.mark.slow  # a real process
 def test_bad_database_url_and_redis_url_are_named() -> None:
     result = _check({"REDIS_URL": "http://localhost:6379"})
     assert result.returncode != 0 and "REDIS_URL must start with" in result.stderr
@@ -60,6 +62,7 @@ def test_bad_database_url_and_redis_url_are_named() -> None:
     assert "CLAWDBOT_DEBUG must be true or false" in result.stderr
 
 
+@pytest.mark.slow  # a real process
 def test_console_script_is_manage_py() -> None:
     script = Path(sys.executable).parent / "clawdbot"
     result = subprocess.run(

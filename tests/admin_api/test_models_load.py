@@ -31,6 +31,8 @@ from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 from tests.workers import CeleryProcess
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 LOAD = "/v1/admin/models/load"
 WAIT_S = 30.0
 POLL_S = 0.1

@@ -17,6 +17,8 @@ from gateway.proxy import Proxy
 from gateway.snapshot import Route
 from tests.gateway.admitting import admission_on, admit, route
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 
 async def _fail_until_ejected(admission: Admission, node: Route) -> int:
     """Admit and fail requests on the node until it is ejected; the cooldown in ms."""

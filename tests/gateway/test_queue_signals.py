@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis
 from django.conf import settings
 
@@ -11,6 +12,8 @@ from clawdbot_site import redis_keys
 from gateway.leases import Lease
 from gateway.queue_signals import QueueSignals
 from tests.gateway.admitting import admission_on, admit, route
+
+pytestmark = pytest.mark.slow  # real servers and processes
 
 LONG_S = 30.0  # a wait that only a wake-up ends within the test's time
 

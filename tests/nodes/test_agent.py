@@ -19,6 +19,8 @@ from nodes.management.commands.agent import node_in_database
 from tests.agents import AgentProcess, _forget, fake_gpus
 from tests.simulators import SimProcess
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 
 @pytest.fixture(scope="module")
 def fake_file(tmp_path_factory: pytest.TempPathFactory) -> Path:

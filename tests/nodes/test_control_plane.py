@@ -21,6 +21,8 @@ from tests.gateways import GatewayProcess, free_port
 from tests.simulators import SimProcess, start_simulator
 from tests.workers import CeleryProcess
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 INTERVAL_S = 0.5
 FAST_CONTROL = {
     "CLAWDBOT_PROBE_INTERVAL_S": str(INTERVAL_S),

@@ -313,6 +313,7 @@ def store_keys() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("store_keys")
+@pytest.mark.slow  # real Redis
 def test_store_keeps_the_latest_reading_until_its_ttl(fake_file: Path) -> None:
     reading = telemetry.read(fake_nvml)
     telemetry_store.publish("t-gpu1", reading, ttl_s=0.3)
@@ -333,6 +334,7 @@ def test_store_keeps_the_latest_reading_until_its_ttl(fake_file: Path) -> None:
 
 
 @pytest.mark.usefixtures("store_keys")
+@pytest.mark.slow  # real Redis
 def test_heartbeats_say_which_agents_live() -> None:
     telemetry_store.heartbeat("t-gpu1")
     telemetry_store.heartbeat("t-gpu2")
@@ -346,6 +348,7 @@ def test_heartbeats_say_which_agents_live() -> None:
 
 
 @pytest.mark.usefixtures("store_keys")
+@pytest.mark.slow  # real Redis
 def test_garbage_in_redis_reads_as_no_telemetry() -> None:
     telemetry_store.sync_client().set(redis_keys.telemetry("t-gpu1"), b"not json", ex=5)
     assert telemetry_store.latest(["t-gpu1"]) == {"t-gpu1": None}

@@ -16,6 +16,8 @@ import pytest
 
 from tests.simulators import REPO_ROOT, SimProcess, start_simulator
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 OLLAMA_ARGS = (
     "--api", "ollama", "--model", "qwen3:32b", "--model", "nomic-embed-text",
     "--decode-ms", "1", "--prefill-ms", "0.001", "--cold-load-ms", "300",

@@ -20,6 +20,8 @@ from wire.http_client import (
     parse_origin,
 )
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 

@@ -18,6 +18,8 @@ from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 SIM = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
 CHAT = json.dumps(
     {"model": "qwen3-32b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}

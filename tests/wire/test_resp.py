@@ -12,6 +12,8 @@ from django.conf import settings
 from tests.gateways import free_port
 from wire.resp import RespClient, RespError, encode
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 # A Lua loop that keeps Redis busy for about 150 ms, so a call can be caught in flight.
 BUSY = (
     "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] "

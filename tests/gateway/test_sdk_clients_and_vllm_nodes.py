@@ -30,6 +30,8 @@ from tests.gateway.world import World, add_node, build
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 FAST = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
 # A node that really takes its time: one token per `decode_ms` on an A10 (GPU factor 1),

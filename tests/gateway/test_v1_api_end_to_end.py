@@ -23,6 +23,8 @@ from tests.gateway.world import World, build
 from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 
+pytestmark = pytest.mark.slow  # real servers and processes
+
 SIM = ("--api", "ollama", "--model", "qwen3:32b", "--zero-latency")
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 

@@ -2,8 +2,10 @@
 is built nowhere else (the admission scripts build theirs in Lua from the same parts, which
 `LUA_PARTS` lists and tests/test_redis_keys.py checks against the scripts).
 
-Nothing here is the only copy of anything: Redis may be flushed and the gateway rebuilds
-what it needs (slots and places lapse, windows restart, the routing version is re-read)."""
+A flushed Redis costs little: slots and places lapse, rate windows restart, the routing
+version is bumped again by the next config change (gateways also rebuild every 30 s). Lost
+for good: request-log entries not yet flushed to the database, the metric counters (Prometheus
+sees a counter reset), ejection history and load progress."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ PREFIX = "clawdbot:"
 SLOTS = "slots:"  # sorted set per node: lease id → expiry (ms); a member is a busy slot
 QUEUE = "queue:"  # sorted set per node: lease id → expiry of its place in the queue
 QUEUE_ORDER = "qorder:"  # sorted set per node: lease id → arrival, for first come first served
-EJECTION = "eject:"  # hash per node: fails, until (ms), ejections, last failure
+EJECTION = "eject:"  # hash per node: fails (the current run), until (ms), count (ejections)
 RATE_WINDOW = "rl:"  # counters rl:r:<key id>:<minute> (requests), rl:t:<...> (tokens)
 FREED = "freed:"  # pub/sub channel per node: a slot freed while requests queue there
 
@@ -38,7 +40,8 @@ def freed_channel(node: str) -> str:
     return PREFIX + FREED + node
 
 
-FREED_PATTERN = PREFIX + FREED + "*"
+FREED_CHANNELS = PREFIX + FREED  # + node name
+FREED_PATTERN = FREED_CHANNELS + "*"
 
 
 def rate_windows(kind: str = "*", key_id: str = "*") -> str:

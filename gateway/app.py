@@ -1,5 +1,6 @@
 """The data plane as a plain ASGI application, routed ahead of Django in asgi.py: no
-middleware, no ORM, no thread hop per request (see DESIGN.md, "Measured facts")."""
+middleware, no ORM, no thread hop per request (docs/architecture.md, "Measured facts that
+shaped the hot path")."""
 
 from __future__ import annotations
 
@@ -102,9 +103,10 @@ class GatewayApp:
         """Run the request in this task; if the client disconnects, cancel it at once so the
         upstream call stops and the slot frees.
 
-        Channels would not deliver `http.disconnect` while the handler awaits (DESIGN.md), so
-        a watcher task reads it. Most requests finish in a few milliseconds, so the watcher is
-        only started once a request has run for WATCH_AFTER_S: a task per request costs."""
+        Channels would not deliver `http.disconnect` while the handler awaits
+        (docs/architecture.md), so a watcher task reads it. Most requests finish in a few
+        milliseconds, so the watcher is only started once a request has run for
+        WATCH_AFTER_S: a task per request costs."""
         task = asyncio.current_task()
         assert task is not None
         state = {"gone": False, "finished": False}

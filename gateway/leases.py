@@ -8,8 +8,12 @@ killed process leaks nothing (its leases lapse within `admission.LEASE_TTL_MS`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clawdbot_site import redis_keys
+
+if TYPE_CHECKING:
+    from gateway.exchange import Exchange
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +33,24 @@ class Lease:
 
 
 class HeldLeases:
-    """The leases held by this process's requests, by id."""
+    """The leases held by this process's requests, by id: the one place a request's lease is
+    taken up and let go (the Redis side is admission's ADMIT and RELEASE)."""
 
     def __init__(self) -> None:
         self._held: dict[str, Lease] = {}
 
-    def hold(self, lease: Lease) -> None:
-        self._held[lease.id] = lease  # a granted place replaces itself
+    def hold(self, ex: Exchange, lease: Lease) -> None:
+        """`ex` holds `lease` now (a granted place replaces itself)."""
+        ex.lease = lease
+        self._held[lease.id] = lease
 
-    def drop(self, lease: Lease) -> None:
-        self._held.pop(lease.id, None)
+    def drop(self, ex: Exchange) -> Lease | None:
+        """Take `ex`'s lease back, to be released in Redis by the caller; None if it holds
+        none (released already, or never admitted)."""
+        lease, ex.lease = ex.lease, None
+        if lease is not None:
+            self._held.pop(lease.id, None)
+        return lease
 
     def slots(self) -> list[Lease]:
         """What the renewal extends. Places in queues are left out: each poll of their

@@ -12,6 +12,9 @@ from wire.http_client import UpstreamConnectError, UpstreamError, UpstreamTimeou
 # Feeds ejection through the RELEASE script: "fail" is a step towards ejecting the node,
 # "ok" ends a run of failures, "neutral" is neither.
 Outcome = Literal["ok", "fail", "neutral"]
+ANSWERED: Outcome = "ok"  # the node answered, even with the client's error
+CUT_SHORT: Outcome = "fail"  # the node's stream failed after content reached the client
+CUT_SHORT_STATUS = 502  # what the request log records for such a stream
 
 # Transport failures worth another node.
 RETRYABLE_EXCEPTIONS = (UpstreamError,)
@@ -43,6 +46,18 @@ def for_status(status: int, error: GatewayError) -> Retry | None:
     if not node_at_fault(status):
         return None
     return Retry(error, "neutral" if status in NOT_FAILING_STATUSES else "fail")
+
+
+def for_unreadable_answer(error: GatewayError) -> Retry:
+    """A 200 that is not an answer (not a JSON object): the node's fault, unlike an error
+    raised while translating a real answer, which is the client's."""
+    return Retry(error)
+
+
+def for_stream_error(error: GatewayError) -> Retry:
+    """The node's stream failed before any content reached the client (an error line or
+    event, a stream cut short): another node can still answer in full."""
+    return Retry(error)
 
 
 def transport_error(node: str, exc: Exception) -> GatewayError:

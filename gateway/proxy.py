@@ -114,9 +114,8 @@ class Proxy:
             ex.headers = refusals.rate_headers(key, verdict)
         if refused is not None:
             raise refused
-        ex.lease = Lease(lease, verdict.node, queued=verdict.status == "queued")
-        self.rt.leases.hold(ex.lease)
-        if ex.lease.queued:
+        self.rt.leases.hold(ex, Lease(lease, verdict.node, queued=verdict.status == "queued"))
+        if verdict.status == "queued":
             verdict = await self.wait_in_queue(ex, routes, lease, prefer)
         return self.rt.snapshot.nodes.get(verdict.node) or next(
             r.node for r in routes if r.node.name == verdict.node
@@ -187,16 +186,14 @@ class Proxy:
             signals.polled(place)
             if verdict.status == "ok":
                 assert ex.lease is not None
-                ex.lease = ex.lease.granted(verdict.node)
-                self.rt.leases.hold(ex.lease)
+                self.rt.leases.hold(ex, ex.lease.granted(verdict.node))
                 return verdict
 
     async def release(self, ex: Exchange, outcome: Outcome) -> None:
         """Free the lease now (between attempts). The final release rides the closing pipeline."""
-        lease, ex.lease = ex.lease, None
+        lease = self.rt.leases.drop(ex)
         if lease is None:
             return
-        self.rt.leases.drop(lease)
         await asyncio.shield(self.rt.admission.release(lease, outcome=outcome))
 
     async def call_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
@@ -213,13 +210,13 @@ class Proxy:
             retry = node_faults.for_status(response.status, error)
             if retry is not None:
                 raise retry
-            ex.outcome = "ok"  # the node answered; the request was at fault
+            ex.outcome = node_faults.ANSWERED  # the request was at fault
             raise error
         try:
             body, ex.prompt_tokens, ex.completion_tokens = call.translate(raw)
         except NotAnAnswer as error:
-            raise Retry(error) from None
-        ex.outcome = "ok"
+            raise node_faults.for_unreadable_answer(error) from None
+        ex.outcome = node_faults.ANSWERED
         ex.ttft = time.perf_counter() - ex.started
         headers = [JSON, *ex.base_headers()]
         if self._truncated(ex):
@@ -271,7 +268,7 @@ class Proxy:
                 retry = node_faults.for_status(response.status, error)
                 if retry is not None:
                     raise retry
-                ex.outcome = "ok"  # the node answered; the request was at fault
+                ex.outcome = node_faults.ANSWERED  # the request was at fault
                 raise error
             await self._relay(ex, node, response, call.relay())
         finally:
@@ -310,7 +307,7 @@ class Proxy:
                         if relay.failed is not None:
                             # The node failed before anything of its answer reached the
                             # client: another node can still answer in full.
-                            raise Retry(relay.failed)
+                            raise node_faults.for_stream_error(relay.failed)
                         if b"data:" not in out:  # only the node's own keep-alive comments
                             await self.comment(ex, out)
                             continue
@@ -335,7 +332,7 @@ class Proxy:
         tail = relay.finish()
         failure = relay.failed
         if failure is not None and not ex.content_sent:
-            raise Retry(failure)
+            raise node_faults.for_stream_error(failure)
         ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
         if ex.completion_tokens is None:
             ex.completion_tokens = relay.streamed  # cut short: what reached the client
@@ -344,7 +341,8 @@ class Proxy:
         await self.start_stream(ex)
         ex.content_sent = True
         if failure is not None:
-            ex.status, ex.error, ex.outcome = 502, failure, "fail"
+            ex.status, ex.error = node_faults.CUT_SHORT_STATUS, failure
+            ex.outcome = node_faults.CUT_SHORT
         else:
-            ex.outcome = "ok"
+            ex.outcome = node_faults.ANSWERED
         await self.send({"type": "http.response.body", "body": tail, "more_body": False})

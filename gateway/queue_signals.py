@@ -29,7 +29,7 @@ from clawdbot_site import redis_keys
 from wire.resp import RespClient, RespError, encode
 
 log = logging.getLogger(__name__)
-CHANNEL_PREFIX = redis_keys.PREFIX + redis_keys.FREED
+CHANNEL_PREFIX = redis_keys.FREED_CHANNELS
 RECONNECT_S = 1.0
 # An idle subscription is pinged this often; a ping unanswered by the next one means a dead
 # connection (a firewall that dropped it silently), which is then replaced.
@@ -118,7 +118,7 @@ class QueueSignals:
     async def _subscribe_and_dispatch(self) -> None:
         # Its own connection (wire.resp, not redis-py, whose pub/sub can swallow a
         # cancellation in its read timeout and never stop).
-        conn = await RespClient(settings.REDIS_URL).subscribe(CHANNEL_PREFIX + "*", self._push)
+        conn = await RespClient(settings.REDIS_URL).subscribe(redis_keys.FREED_PATTERN, self._push)
         assert conn.lost is not None
         try:
             self.subscribed.set()  # confirmed by Redis: wake-ups flow from here

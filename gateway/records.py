@@ -46,9 +46,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         error_message=ex.error.message[:MESSAGE_LIMIT] if ex.error else "",
         prompt_truncated=ex.truncated,
     )
-    lease, ex.lease = ex.lease, None
-    if lease is not None:
-        rt.leases.drop(lease)
+    lease = rt.leases.drop(ex)
     try:
         await rt.admission.release(
             lease,

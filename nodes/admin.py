@@ -167,8 +167,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     @admin.action(description="Probe now")
     def probe_now(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         nodes = list(queryset.prefetch_related("deployments__profile"))
-        for outcome, result in probe_and_record(nodes):
-            tasks.follow_up(outcome)
+        for outcome, result in probe_and_record(nodes, then=tasks.follow_up):
             node = outcome.node
             if result.ok:
                 self.message_user(

@@ -5,6 +5,7 @@ returns to READY). Used by the periodic task and the admin's "Probe now"."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
@@ -25,10 +26,13 @@ async def _probe_all(targets: list[tuple[str, str, list[str]]]) -> list[ProbeRes
         )
 
 
-def probe_and_record(nodes: list[Node]) -> list[tuple[ProbeOutcome, ProbeResult]]:
-    """Probe concurrently (network first, no transaction held), then record each result.
-    `nodes` should come with `deployments__profile` prefetched. What a new state calls for
-    (a warm-up, healing) is the caller's to start: `tasks.follow_up`."""
+def probe_and_record(
+    nodes: list[Node], then: Callable[[ProbeOutcome], None]
+) -> list[tuple[ProbeOutcome, ProbeResult]]:
+    """Probe concurrently (network first, no transaction held), then record each result and
+    hand it to `then` (`tasks.follow_up`: what a new state calls for, a warm-up or healing)
+    before recording the next, so a later failure cannot lose an earlier node's follow-up.
+    `nodes` should come with `deployments__profile` prefetched."""
     targets = [
         (n.base_url, n.api_kind, [d.profile.upstream_model for d in n.deployments.all()])
         for n in nodes
@@ -43,6 +47,7 @@ def probe_and_record(nodes: list[Node]) -> list[tuple[ProbeOutcome, ProbeResult]
         if outcome is None:
             continue
         recorded.append((outcome, result))
+        then(outcome)
     return recorded
 
 

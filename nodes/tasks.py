@@ -42,9 +42,7 @@ def probe_nodes() -> int:
         return 0
     started = time.monotonic()
     nodes = list(Node.objects.filter(enabled=True).prefetch_related("deployments__profile"))
-    recorded = probe_and_record(nodes)
-    for outcome, _ in recorded:
-        follow_up(outcome)
+    recorded = probe_and_record(nodes, then=follow_up)
     changed = [o for o, _ in recorded if o.changed]
     for outcome in changed:
         log.warning(

@@ -63,6 +63,10 @@ METRIC_DURATION = PREFIX + DURATION_PART
 METRIC_TTFT = PREFIX + TTFT_PART
 METRIC_MODELS = PREFIX + MODELS_PART
 REQUEST_LOG = PREFIX + REQUEST_LOG_PART
+# Entries the database refused (or that cannot be read), set aside by the flush so they cannot
+# block the rest: kept (the newest REJECTED_KEPT), counted for /metrics.
+REQUEST_LOG_REJECTED = PREFIX + "requestlog:rejected"
+METRIC_LOG_REJECTED = PREFIX + "m:requestlog-rejected"
 REQUEST_LOG_FLUSH_LOCK = PREFIX + "requestlog:flush-lock"
 
 # --- Control plane → data plane ----------------------------------------------------------

@@ -148,6 +148,16 @@ class RedisCollector(Collector):
             weight.add_metric([node.name], node.weight)
             ejected.add_metric([node.name], 1 if node.name in d["ejected"] else 0)
         yield from (inflight, queued, node_up, weight, ejected)
+        rejected = CounterMetricFamily(
+            "clawdbot_request_log_rejected",
+            "Request-log entries the database refused, set aside (clawdbot requestlog).",
+        )
+        rejected.add_metric([], d["log_rejected"])
+        backlog = GaugeMetricFamily(
+            "clawdbot_request_log_backlog", "Request-log entries waiting to be flushed."
+        )
+        backlog.add_metric([], d["log_backlog"])
+        yield from (rejected, backlog)
         version = GaugeMetricFamily("clawdbot_routing_version", "Snapshot version in use.")
         version.add_metric([], d["version"])
         yield version
@@ -166,6 +176,8 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(REQUESTS)
         pipe.hgetall(TOKENS)
+        pipe.get(redis_keys.METRIC_LOG_REJECTED)
+        pipe.llen(redis_keys.REQUEST_LOG)
         for model in models:
             pipe.hgetall(HISTOGRAMS["duration"] + model)
             pipe.hgetall(HISTOGRAMS["ttft"] + model)
@@ -183,8 +195,10 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         "ejected": set(),
         "nodes": nodes,
         "version": snapshot.version,
+        "log_rejected": int(results[2] or 0),
+        "log_backlog": int(results[3]),
     }
-    offset = 2
+    offset = 4
     for model in models:
         data["duration"][model] = results[offset]
         data["ttft"][model] = results[offset + 1]

@@ -54,10 +54,13 @@ def for_unreadable_answer(error: GatewayError) -> Retry:
     return Retry(error)
 
 
-def for_stream_error(error: GatewayError) -> Retry:
+def for_stream_error(error: GatewayError) -> Retry | None:
     """The node's stream failed before any content reached the client (an error line or
-    event, a stream cut short): another node can still answer in full."""
-    return Retry(error)
+    event, a stream cut short): another node can still answer in full. Unless the error is
+    the client's: vLLM checks some parameters (logit_bias) only once the stream has begun,
+    and answers them with 200 and a first event saying 400, which is judged exactly like the
+    400 it would have been without streaming."""
+    return for_status(error.status, error)
 
 
 def transport_error(node: str, exc: Exception) -> GatewayError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -305,9 +305,7 @@ class Proxy:
                 if out:
                     if not ex.content_sent:
                         if relay.failed is not None:
-                            # The node failed before anything of its answer reached the
-                            # client: another node can still answer in full.
-                            raise node_faults.for_stream_error(relay.failed)
+                            self._failed_before_content(ex, relay.failed)
                         if b"data:" not in out:  # only the node's own keep-alive comments
                             await self.comment(ex, out)
                             continue
@@ -332,7 +330,7 @@ class Proxy:
         tail = relay.finish()
         failure = relay.failed
         if failure is not None and not ex.content_sent:
-            raise node_faults.for_stream_error(failure)
+            self._failed_before_content(ex, failure)
         ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
         if ex.completion_tokens is None:
             ex.completion_tokens = relay.streamed  # cut short: what reached the client
@@ -346,3 +344,11 @@ class Proxy:
         else:
             ex.outcome = node_faults.ANSWERED
         await self.send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    def _failed_before_content(self, ex: Exchange, error: GatewayError) -> NoReturn:
+        """Nothing of the answer reached the client: another node, or the client's error."""
+        retry = node_faults.for_stream_error(error)
+        if retry is not None:
+            raise retry
+        ex.outcome = node_faults.ANSWERED  # the request was at fault
+        raise error

@@ -18,6 +18,8 @@ from clawdbot_site import redis_keys
 
 BUFFER = redis_keys.REQUEST_LOG
 FLUSH_LOCK = redis_keys.REQUEST_LOG_FLUSH_LOCK
+REJECTED = redis_keys.REQUEST_LOG_REJECTED
+REJECTED_KEPT = 10_000
 TEXT_LIMIT = 128  # the short text columns' max_length
 MESSAGE_LIMIT = 500
 
@@ -47,6 +49,16 @@ class LogEntry:
 
 
 FIELDS = tuple(f.name for f in fields(LogEntry))
+
+
+def _text(value: object) -> str:
+    """A text column's value. Clients choose some of these strings (a model name, a path):
+    PostgreSQL refuses NUL in text, and one such row would fail the whole batch."""
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 _TEXT = ("key_prefix", "model", "served_model", "node", "error_code")
 
 
@@ -61,10 +73,15 @@ def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:
         return None
     row = {f: entry.get(f) for f in FIELDS if f != "ts"}
     for text_field in _TEXT:
-        row[text_field] = (row[text_field] or "")[:TEXT_LIMIT]
-    row["error_message"] = (row["error_message"] or "")[:MESSAGE_LIMIT]
+        row[text_field] = _text(row[text_field])[:TEXT_LIMIT]
+    row["request_id"] = _text(row["request_id"])
+    row["endpoint"] = _text(row["endpoint"])
+    row["error_message"] = _text(row["error_message"])[:MESSAGE_LIMIT]
     row["stream"] = bool(row["stream"])
     row["prompt_truncated"] = bool(row["prompt_truncated"])
     row["attempts"] = row["attempts"] or 0
-    row["created_at"] = datetime.fromtimestamp(float(entry["ts"]), tz=UTC)
+    try:
+        row["created_at"] = datetime.fromtimestamp(float(entry["ts"]), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
     return row

@@ -55,6 +55,24 @@ def _openai_error(status: int, message: str) -> web.Response:
     return json_response(_openai_error_body(status, message), status)
 
 
+# Qwen's tokenizer: a logit_bias key at or past it is refused.
+VOCAB_SIZE = 151_936
+
+
+def _out_of_vocab(bias: object) -> list[int]:
+    if not isinstance(bias, dict):
+        return []
+    ids = [int(k) for k in bias if isinstance(k, str) and k.lstrip("-").isdigit()]
+    return [i for i in ids if i < 0 or i >= VOCAB_SIZE]
+
+
+def _streamed_error(status: int, message: str) -> web.Response:
+    """vLLM validates some parameters (logit_bias among them) only once a stream's generator
+    runs: the status is 200 and the first event is the error, then [DONE]."""
+    body = sse_event(_openai_error_body(status, message)) + SSE_DONE
+    return web.Response(body=body, status=200, content_type=SSE)
+
+
 def _vllm_drop_tail() -> bytes:
     # vLLM's create_streaming_error_response, then [DONE].
     return sse_event(_openai_error_body(500, MID_STREAM_ERROR)) + SSE_DONE
@@ -180,6 +198,13 @@ def _openai_common(
     if message is not None:
         return _openai_error(400, message)
     stream = body.get("stream") is True
+    bad = _out_of_vocab(body.get("logit_bias"))
+    if bad:
+        message = (
+            f"token_id(s) {bad} in logit_bias contain out-of-vocab token ids. "
+            f"Vocabulary size: {VOCAB_SIZE}"
+        )
+        return _streamed_error(400, message) if stream else _openai_error(400, message)
     stream_options = body.get("stream_options")
     # vLLM quirk: once stream_options is present, include_usage defaults to true.
     include_usage = (

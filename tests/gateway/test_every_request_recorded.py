@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
 from gateway import metrics, tasks
 from gateway.models import RequestLog
@@ -199,3 +200,91 @@ def test_a_gateway_that_cannot_load_its_config_answers_openai_errors(
         assert error["type"] == "server_error" and error["code"] == "service_unavailable"
         assert "configuration" in error["message"] and "Traceback" not in error["message"]
     assert httpx.get(url + "/healthz").status_code == 200
+
+
+# --- nothing a client sends may stop the request log (PostgreSQL refuses NUL in text) ---
+
+
+def test_a_nul_byte_in_a_client_string_is_logged_and_logging_goes_on(world: World) -> None:
+    headers = world.headers()
+    nul_path = httpx.get(world.base_url + "/models/%00", headers=headers, timeout=10)
+    nul_body = httpx.post(
+        world.base_url + "/chat/completions",
+        headers=headers,
+        json={"model": "qwen3\x00-32b", "messages": HELLO},
+        timeout=10,
+    )
+    after = chat(world)
+    assert (nul_path.status_code, nul_body.status_code, after.status_code) == (404, 404, 200)
+    ids = {request_id(nul_path), request_id(nul_body), request_id(after)}
+    rows = logged(ids)
+    assert ids <= rows.keys()
+    assert rows[request_id(nul_body)].model == "qwen3-32b"  # the NUL dropped, the rest kept
+    assert sync_client().llen(BUFFER) == 0
+
+
+def test_an_entry_the_database_refuses_is_set_aside_and_the_rest_flow(
+    gateway: GatewayProcess,
+) -> None:
+    client = sync_client()
+    good = [_entry(f"req-good-{i}") for i in range(3)]
+    poison = [
+        _entry("req-status-out-of-range", status=70_000),  # smallint: DataError
+        _entry("req-negative-count", prompt_tokens=-5),  # CHECK constraint: IntegrityError
+        b"not json at all",
+        orjson.dumps({"request_id": "req-no-time"}),
+    ]
+    client.rpush(BUFFER, good[0], poison[0], good[1], poison[1], poison[2], poison[3], good[2])
+    before = int(client.get(redis_keys.METRIC_LOG_REJECTED) or 0)
+    assert tasks.flush_request_logs() == 3
+    stored = set(RequestLog.objects.values_list("request_id", flat=True))
+    assert {"req-good-0", "req-good-1", "req-good-2"} <= stored
+    assert not stored & {"req-status-out-of-range", "req-negative-count"}
+    assert client.llen(BUFFER) == 0, "nothing holds the buffer back"
+    assert sorted(client.lrange(redis_keys.REQUEST_LOG_REJECTED, 0, -1)) == sorted(poison)
+    assert int(client.get(redis_keys.METRIC_LOG_REJECTED) or 0) == before + 4
+    assert f"clawdbot_request_log_rejected_total {before + 4}.0" in metrics_text(gateway)
+    # A second flush finds nothing to do, and new entries flow.
+    client.rpush(BUFFER, _entry("req-good-3"))
+    assert tasks.flush_request_logs() == 1
+
+
+def test_an_outage_keeps_entries_in_the_buffer(
+    gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    client = sync_client()
+    client.rpush(BUFFER, _entry("req-during-outage"))
+    monkeypatch.setattr(RequestLog.objects, "bulk_create", down)
+    with pytest.raises(OperationalError):
+        tasks.flush_request_logs()
+    assert client.llen(BUFFER) == 1 and client.llen(redis_keys.REQUEST_LOG_REJECTED) == 0
+    monkeypatch.undo()
+    assert tasks.flush_request_logs() == 1
+
+
+def _entry(request_id: str, **fields: object) -> bytes:
+    entry = {
+        "request_id": request_id,
+        "ts": time.time(),
+        "endpoint": "chat",
+        "key_prefix": "",
+        "model": "m",
+        "served_model": "m",
+        "node": "gpu1",
+        "status": 200,
+        "stream": False,
+        "latency_ms": 1.0,
+        "ttft_ms": None,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "attempts": 1,
+        "error_code": "",
+        "error_message": "",
+        "prompt_truncated": False,
+    }
+    return orjson.dumps({**entry, **fields})

@@ -532,3 +532,32 @@ def test_a_client_leaving_mid_stream_frees_its_slot_at_once_and_is_logged_499(
     row = logged(request_id)
     assert (row.status, row.stream, row.node) == (499, True, "gpu1")
     assert row.ttft_ms is not None and row.ttft_ms > 0, "content had reached the client"
+
+
+def test_a_client_error_in_a_stream_s_first_event_is_the_client_s(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    """vLLM checks logit_bias only once the stream has begun: HTTP 200, then a first event
+    with code 400. That is the client's 400, as without streaming: not retried on the other
+    node, no step towards ejecting either (three in a row would eject both)."""
+    args = ("--api", "openai", "--model", VLLM_MODEL, "--zero-latency")
+    world = build_vllm(gateway, simulator(*args))
+    add_node(world.profile, "vllm2", simulator(*args), api="openai", gpu_type="H200")
+    gateway.wait_for_config()
+    client = openai_client(world)
+    for _ in range(4):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="qwen3-32b", messages=HELLO, stream=True, logit_bias={"999999": 5}
+            )
+        assert info.value.status_code == 400 and "out-of-vocab" in info.value.message
+    urls = [Node.objects.get(name=name).base_url for name in ("vllm1", "vllm2")]
+    calls = [
+        r
+        for url in urls
+        for r in httpx.get(url + "/_sim/requests", timeout=5).json()["requests"]
+        if r["path"] == "/v1/chat/completions"
+    ]
+    assert len(calls) == 4, "each bad request went to one node only"
+    answer = client.chat.completions.create(model="qwen3-32b", messages=HELLO, max_tokens=3)
+    assert answer.choices[0].message.content, "no node was ejected"

@@ -18,7 +18,6 @@ from gateway.auth import authenticate
 from gateway.endpoints import GENERATION_ENDPOINTS, prepare
 from gateway.errors import (
     GatewayError,
-    bad_request,
     model_not_found,
     server_error,
     upstream_unavailable,
@@ -39,6 +38,7 @@ from gateway.proxy import Proxy
 from gateway.records import close_exchange
 from gateway.runtime import Runtime, get_runtime
 from gateway.snapshot import KeyView, Snapshot
+from gateway.validation import parse_body
 
 log = logging.getLogger(__name__)
 WATCH_AFTER_S = 0.02
@@ -138,6 +138,8 @@ class GatewayApp:
     async def dispatch(
         self, scope: dict[str, Any], path: str, method: str, body: bytes, send: Send
     ) -> None:
+        if path.endswith("/") and len(path) > len("/v1/"):
+            path = path[:-1]  # /v1/models/ is the list, as /v1/models
         endpoint = GENERATION_ENDPOINTS.get(path)
         if endpoint is not None:
             if method != "POST":
@@ -192,7 +194,7 @@ class GatewayApp:
             rt = await get_runtime()
             snapshot = rt.snapshot
             ex.key = authenticate(header(scope, b"authorization"), snapshot, settings.SECRET_KEY)
-            payload = _parse_json(body)
+            payload = parse_body(body)
             request = prepare(endpoint, payload, snapshot, ex)
             await Proxy(rt, send).run(ex, snapshot.routable(ex.served_model), request)
         except GatewayError as error:
@@ -336,15 +338,6 @@ def _model_card(profile: Any) -> dict[str, Any]:
         "context_window": profile.context_window,
         "max_output_tokens": profile.max_output_tokens,
     }
-
-
-def _parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise bad_request("The request body is empty; send a JSON object.")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
 
 
 async def _wait_disconnect(receive: Receive) -> None:

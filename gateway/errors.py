@@ -57,11 +57,20 @@ def model_not_found(model: str) -> GatewayError:
 def context_length_exceeded(
     window: int, prompt: int, completion: int, param: str = "messages"
 ) -> GatewayError:
+    if completion:
+        detail = (
+            f"However, you requested {prompt + completion} tokens ({prompt} in the {param}, "
+            f"{completion} in the completion). Please reduce the length of the {param} or "
+            "completion."
+        )
+    else:  # no max_tokens asked for: the prompt alone is too long
+        detail = (
+            f"However, your {param} resulted in {prompt} tokens. Please reduce the length of "
+            f"the {param}."
+        )
     return GatewayError(
         400,
-        f"This model's maximum context length is {window} tokens. However, you requested "
-        f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the "
-        "completion). Please reduce the length of the messages or completion.",
+        f"This model's maximum context length is {window} tokens. {detail}",
         "invalid_request_error",
         "context_length_exceeded",
         param,

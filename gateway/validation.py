@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.errors import GatewayError, bad_request
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -113,6 +115,51 @@ def json_type_name(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def shown(value: object) -> str:
+    """A client's value as an error message quotes it: short strings and numbers as they
+    are, anything else by its JSON type (an array or object may be huge, or nested deeper
+    than repr can go)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 64 else repr(value[:64]) + "…"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return "an " + json_type_name(value)
+
+
+MAX_JSON_DEPTH = 128  # orjson writes no deeper than 254 levels: a node could not be sent more
+
+
+def parse_body(body: bytes) -> Any:
+    """The request body as JSON, or a 400 saying why not."""
+    if not body.strip():
+        raise bad_request("The request body is empty; send a JSON object.")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    # A body cannot nest deeper than it has brackets: the walk is for the rare large one.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise bad_request(
+            f"The request body nests JSON more than {MAX_JSON_DEPTH} levels deep.",
+            None,
+            "invalid_value",
+        )
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 def invalid_type(param: str, expected: str, value: object) -> GatewayError:
@@ -311,7 +358,7 @@ def _content_parts(parts: list[Any], role: str, param: str) -> None:
             raise _invalid_value(
                 f"{where}.type",
                 f"expected one of {', '.join(repr(a) for a in allowed)} for a {role} message, "
-                f"got {kind!r}.",
+                f"got {shown(kind)}.",
             )
         if kind == "text" or kind == "refusal":
             if not isinstance(part.get(kind), str):
@@ -356,12 +403,12 @@ def _message(message: object, i: int) -> None:
     if not isinstance(message, dict):
         raise invalid_type(param, "an object", message)
     role = message.get("role")
-    if role not in _PART_TYPES:
+    if not isinstance(role, str) or role not in _PART_TYPES:
         if role is None:
             raise _missing(f"{param}.role")
         raise _invalid_value(
             f"{param}.role",
-            f"expected one of {', '.join(repr(r) for r in ROLES)}, got {role!r}.",
+            f"expected one of {', '.join(repr(r) for r in ROLES)}, got {shown(role)}.",
         )
     has_tool_calls = False
     if role == "assistant":
@@ -416,7 +463,8 @@ def _tool_choice(body: dict[str, Any]) -> str | dict[str, Any] | None:
     if isinstance(choice, str):
         if choice not in ("none", "auto", "required"):
             raise _invalid_value(
-                "tool_choice", f"expected 'none', 'auto', 'required' or an object, got {choice!r}."
+                "tool_choice",
+                f"expected 'none', 'auto', 'required' or an object, got {shown(choice)}.",
             )
         return choice
     if not isinstance(choice, dict):
@@ -444,7 +492,7 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     if kind not in RESPONSE_FORMATS:
         raise _invalid_value(
             "response_format.type",
-            f"expected one of {', '.join(repr(k) for k in RESPONSE_FORMATS)}, got {kind!r}.",
+            f"expected one of {', '.join(repr(k) for k in RESPONSE_FORMATS)}, got {shown(kind)}.",
         )
     if kind == "json_schema":
         spec = fmt.get("json_schema")
@@ -487,7 +535,7 @@ def validate_chat(body: object) -> ChatRequest:
         raise _invalid_value(
             "reasoning_effort",
             f"expected one of {', '.join(repr(r) for r in REASONING_EFFORTS)}, "
-            f"got {reasoning_effort!r}.",
+            f"got {shown(reasoning_effort)}.",
         )
     logprobs = _bool(body, "logprobs")
     top_logprobs = _int(body, "top_logprobs", minimum=0, maximum=MAX_TOP_LOGPROBS)
@@ -555,7 +603,7 @@ def validate_embedding(body: object) -> EmbeddingRequest:
         encoding_format = "float"
     elif encoding_format not in ENCODING_FORMATS:
         raise _invalid_value(
-            "encoding_format", f"expected 'float' or 'base64', got {encoding_format!r}."
+            "encoding_format", f"expected 'float' or 'base64', got {shown(encoding_format)}."
         )
     return EmbeddingRequest(
         model=model,

@@ -126,6 +126,16 @@ def test_models_lists_only_what_the_key_may_use(world: World) -> None:
     assert limited_profile_key.allowed_profiles.count() == 0
     with pytest.raises(openai.NotFoundError):
         c.models.retrieve("nope")
+    # A trailing slash is the same URL, not a model named "".
+    listed = httpx.get(world.base_url + "/models/", headers=world.headers(), timeout=10)
+    assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == ["qwen3-32b"]
+    chat = httpx.post(
+        world.base_url + "/chat/completions/",
+        headers=world.headers(),
+        json={"model": "qwen3-32b", "messages": HELLO, "max_tokens": 2},
+        timeout=10,
+    )
+    assert chat.status_code == 200
 
 
 def test_a_model_the_key_may_not_use_is_404_like_an_unknown_one(

@@ -264,6 +264,9 @@ CLAWDBOT_CONNECT_TIMEOUT_S = env_float("CLAWDBOT_CONNECT_TIMEOUT_S", 3.0, minimu
 # is longer than the read timeout, the longest pause allowed between parts of an answer.
 CLAWDBOT_FIRST_BYTE_TIMEOUT_S = env_float("CLAWDBOT_FIRST_BYTE_TIMEOUT_S", 300.0, minimum=0.1)
 CLAWDBOT_READ_TIMEOUT_S = env_float("CLAWDBOT_READ_TIMEOUT_S", 120.0, minimum=0.1)
+# A pooled upstream connection idle longer than this is closed rather than reused: a NAT or
+# firewall may have dropped it silently (keep it under theirs; most allow minutes).
+CLAWDBOT_UPSTREAM_IDLE_S = env_float("CLAWDBOT_UPSTREAM_IDLE_S", 30.0, minimum=0.1)
 CLAWDBOT_KEEPALIVE_S = env_float("CLAWDBOT_KEEPALIVE_S", 2.0, minimum=0.05)
 # Longer than the usual load balancer's idle timeout (AWS ALB: 60 s), so the gateway never
 # closes a kept-alive connection just as the balancer reuses it (the balancer answers 502).

@@ -87,6 +87,7 @@ async def get_runtime() -> Runtime:
             http = UpstreamClient(
                 connect_s=settings.CLAWDBOT_CONNECT_TIMEOUT_S,
                 read_s=settings.CLAWDBOT_READ_TIMEOUT_S,
+                max_idle_s=settings.CLAWDBOT_UPSTREAM_IDLE_S,
                 first_byte_s=settings.CLAWDBOT_FIRST_BYTE_TIMEOUT_S,
             )
             policy = EjectionPolicy(

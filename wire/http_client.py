@@ -11,11 +11,19 @@ plane (probes, onboarding, model loading) keeps httpx.
 One request at a time per connection; connections go back to a per-node idle pool only after
 a complete answer the node agreed to keep alive. A pooled connection the node closed while it
 sat idle is detected and the request is sent once more on a fresh one, because no byte of an
-answer had arrived (so the node never saw the request)."""
+answer had arrived (so the node never saw the request).
+
+Idle connections are not trusted forever: one idle longer than `max_idle_s` is closed
+instead of reused (a NAT or firewall may have dropped it without a word); TCP keepalive and
+TCP_USER_TIMEOUT make a peer that vanished fail its requests in about 30 s instead of at the
+first-byte timeout; and a connection that times out (or whose peer stops acknowledging)
+takes the node's idle connections with it: they were opened the same way, and the next
+request is better off on a new one."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,6 +42,16 @@ MAX_IDLE_PER_NODE = 256
 # prefill): sending it again to the same node would run it twice, so it is an error, which
 # the proxy takes to another node.
 STALE_RESEND_S = 0.5
+MAX_IDLE_S = 30.0  # an idle pooled connection older than this is closed, not reused
+# TCP keepalive: a connection silent this long is probed, every interval, and given up after
+# count unanswered probes. A live node's kernel answers them even mid-prefill. Keepalive
+# does not run while sent data is unacknowledged (a request written into a connection a NAT
+# dropped): TCP_USER_TIMEOUT bounds that wait the same way, where the kernel would otherwise
+# retransmit for about 15 minutes.
+KEEPALIVE_IDLE_S = 15
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+UNACKED_LIMIT_MS = (KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT) * 1000
 
 
 class UpstreamError(Exception):
@@ -190,6 +208,7 @@ class UpstreamResponse:
                 reason = "no answer from the node within the first-byte timeout"
             self._fail(UpstreamTimeout(reason))
             self._conn.abort()
+            self._conn.client.drop_idle(self._conn.key)
         else:
             self._timer = self._loop.call_at(due, self._check)
 
@@ -272,12 +291,16 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self.closed = False
+        self.idle_since = 0.0
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _keep_alive(sock)
 
     def data_received(self, data: bytes) -> None:
         response = self.response
@@ -293,6 +316,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if isinstance(exc, TimeoutError):  # keepalive or unacknowledged data: the path died
+            self.client.drop_idle(self.key)
         response = self.response
         if response is None:
             self.client._forget(self)  # closed by the node while idle
@@ -364,11 +389,13 @@ class UpstreamClient:
         read_s: float,
         first_byte_s: float = 0.0,
         stale_resend_s: float = STALE_RESEND_S,
+        max_idle_s: float = MAX_IDLE_S,
     ) -> None:
         self.connect_s = connect_s
         self.read_s = read_s
         self.first_byte_s = first_byte_s or read_s
         self.stale_resend_s = stale_resend_s
+        self.max_idle_s = max_idle_s
         self._origins: dict[str, Origin] = {}
         self._idle: dict[str, list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
@@ -419,6 +446,12 @@ class UpstreamClient:
 
     def _take_idle(self, key: str) -> _Connection | None:
         idle = self._idle.get(key)
+        if not idle:
+            return None
+        # Newest last: the oldest, at the front, are the first to go stale.
+        oldest_kept = asyncio.get_running_loop().time() - self.max_idle_s
+        while idle and idle[0].idle_since < oldest_kept:
+            idle.pop(0).abort()
         while idle:
             conn = idle.pop()
             if not conn.closed:
@@ -428,8 +461,14 @@ class UpstreamClient:
     def _pool(self, conn: _Connection) -> None:
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) < MAX_IDLE_PER_NODE:
+            conn.idle_since = asyncio.get_running_loop().time()
             idle.append(conn)
         else:
+            conn.abort()
+
+    def drop_idle(self, key: str) -> None:
+        """Close every idle connection to a node (one of its connections just timed out)."""
+        for conn in self._idle.pop(key, ()):
             conn.abort()
 
     def _forget(self, conn: _Connection) -> None:
@@ -465,3 +504,16 @@ class UpstreamClient:
             for conn in idle:
                 conn.abort()
         self._idle.clear()
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; macOS names only the interval
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_LIMIT_MS)
+    except OSError:
+        pass  # not TCP (a unix socket in tests), or options this platform lacks

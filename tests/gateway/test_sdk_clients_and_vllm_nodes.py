@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -561,3 +562,27 @@ def test_a_client_error_in_a_stream_s_first_event_is_the_client_s(
     assert len(calls) == 4, "each bad request went to one node only"
     answer = client.chat.completions.create(model="qwen3-32b", messages=HELLO, max_tokens=3)
     assert answer.choices[0].message.content, "no node was ejected"
+
+
+def test_old_connections_that_stopped_answering_cost_one_timeout_not_one_each(
+    gateway: GatewayProcess,
+    impatient_gateway: GatewayProcess,
+    simulator: Callable[..., SimProcess],
+) -> None:
+    """The node refused new connections for a while and then came back, but the gateway's
+    pooled connections from before never answer again (a NAT that dropped them, a backend
+    half hung). One request pays the timeout; it takes the node's other idle connections
+    with it, so the next requests open new ones."""
+    sim = simulator(*FAST)
+    world = build(impatient_gateway, {"gpu1": sim})
+    with ThreadPoolExecutor(4) as pool:  # several pooled connections
+        warm = list(pool.map(lambda _: chat(impatient_gateway.url, world.key), range(8)))
+    assert {r.status_code for r in warm} == {200}
+    sim.control(refuse_connections=True)
+    sim.control(refuse_connections=False)
+    statuses, started = [], time.monotonic()
+    for _ in range(4):
+        statuses.append(chat(impatient_gateway.url, world.key, max_tokens=3).status_code)
+    elapsed = time.monotonic() - started
+    assert statuses.count(200) >= 3, statuses
+    assert elapsed < 3 * UPSTREAM_TIMEOUT_S, f"{elapsed:.1f} s: more than one request waited"

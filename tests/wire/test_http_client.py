@@ -442,3 +442,66 @@ async def test_a_pooled_connection_dropped_late_is_not_sent_again(serve) -> None
     with pytest.raises(UpstreamDisconnected):
         await http.post(server.url, "/x", b"{}")
     assert dropped.is_set() and len(server.requests) == 2
+
+
+# --- idle connections are not trusted forever ---
+
+
+async def test_a_connection_idle_too_long_is_closed_not_reused(serve) -> None:
+    server = await serve(ok)
+    http = UpstreamClient(connect_s=2, read_s=2, max_idle_s=0.05)
+    try:
+        (await http.post(server.url, "/x", b"{}")).close()
+        (await http.post(server.url, "/x", b"{}")).close()
+        assert server.connections == 1  # back to back: reused
+        (idle,) = http._idle[server.url]
+        idle.idle_since -= 1.0  # as if it had sat idle for a second
+        (await http.post(server.url, "/x", b"{}")).close()
+        assert server.connections == 2 and idle.closed
+    finally:
+        await http.aclose()
+
+
+async def test_a_timeout_takes_the_node_s_idle_connections_with_it(serve) -> None:
+    """A node that stopped answering on its old connections while new ones work (a NAT
+    that dropped them, a backend half hung): one request pays the timeout, not every
+    request that picks an old connection from the pool."""
+    hung = asyncio.Event()
+
+    async def old_ones_hang(server, request, writer) -> bool:
+        if hung.is_set() and writer in server.writers[:2]:
+            await asyncio.Event().wait()  # until the test tears the server down
+        await asyncio.sleep(0.05)  # both first requests in flight at once: two connections
+        return await ok(server, request, writer)
+
+    server = await serve(old_ones_hang)
+    http = UpstreamClient(connect_s=2, read_s=0.3)
+    try:
+        first = await asyncio.gather(*(http.post(server.url, "/x", b"{}") for _ in range(2)))
+        for response in first:
+            await response.read()
+            response.close()
+        assert server.connections == 2 and len(http._idle[server.url]) == 2
+        hung.set()
+        with pytest.raises(UpstreamTimeout):
+            await http.post(server.url, "/x", b"{}")
+        assert not http._idle.get(server.url), "the other old connection went too"
+        response = await http.post(server.url, "/x", b"{}")
+        assert response.status == 200 and server.connections == 3
+        response.close()
+    finally:
+        await http.aclose()
+
+
+async def test_connections_to_nodes_use_tcp_keepalive(serve, client) -> None:
+    import socket
+
+    server = await serve(ok)
+    (await client.post(server.url, "/x", b"{}")).close()
+    (conn,) = client._idle[server.url]
+    assert conn.transport is not None
+    sock = conn.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 15
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000

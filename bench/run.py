@@ -4,7 +4,8 @@ measured directly in the same run. Everything on: auth, rate limits, metrics, re
 Reports non-streaming throughput at 16 connections (wrk when installed, else an aiohttp
 client), added p50/p99 latency at 1 connection, streaming chunks/s with 8 clients (Ollama
 upstream translated to SSE, 20 chunks per answer), added time to first token, and the
-gateway's peak RSS. Figures are ratios against the simulator, measured in the same run."""
+gateway's peak RSS, then its RSS after a burst of hostile-sized bodies (8 at a time, 5-11 MB,
+three passes). Figures are ratios against the simulator, measured in the same run."""
 
 from __future__ import annotations
 
@@ -58,11 +59,31 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak resident memory (VmHWM), or its current one (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+async def large_bodies(url: str, headers: dict[str, str]) -> list[int]:
+    """Hostile-sized requests: 8 at a time, 5 to 11 MB each (the default body limit is
+    10 MiB, so some are refused at 413), three passes. Returns the statuses seen."""
+    statuses: list[int] = []
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def one(size_mb: int) -> None:
+            content = "word " * (size_mb * 1024 * 1024 // 5)
+            body = {**CHAT, "messages": [{"role": "user", "content": content}]}
+            async with session.post(url, json=body, headers=headers) as response:
+                await response.read()
+                statuses.append(response.status)
+
+        for _ in range(3):
+            await asyncio.gather(*(one(size) for size in range(5, 13)))
+    return statuses
 
 
 def wrk_rps(url: str, body: dict[str, Any], headers: dict[str, str], connections: int) -> float:
@@ -303,6 +324,9 @@ def main() -> int:
         direct_cps, direct_ttft = asyncio.run(stream_load(sim_chat, native_stream, plain, 8, b"\n"))
         gateway_cps, gateway_ttft = asyncio.run(stream_load(gw_chat, stream_body, auth, 8, b"\n\n"))
         rss = peak_rss_mb(gateway.pid)
+        big_statuses = asyncio.run(large_bodies(gw_chat, auth))
+        time.sleep(1.0)  # the last requests' closing work runs after their answers went out
+        big_peak, big_after = peak_rss_mb(gateway.pid), peak_rss_mb(gateway.pid, "VmRSS")
         # Every answer is 20 content events + role + finish + [DONE]: count content chunks alike.
         gateway_content_cps = gateway_cps * 20 / 23
         direct_content_cps = direct_cps * 20 / 21  # 20 tokens + the done line
@@ -323,7 +347,11 @@ def main() -> int:
             ("stream TTFT ms (median)", f"{statistics.median(direct_ttft):.2f}",
              f"{statistics.median(gateway_ttft):.2f}", f"+{ttft_added:.2f} ms", ""),
             ("gateway peak RSS MB", "", f"{rss:.0f}", "", "<= 130"),
+            ("  after 24 bodies of 5-11 MB", "", f"{big_after:.0f}", "", "<= 130"),
+            ("  peak during them", "", f"{big_peak:.0f}", "", "(info)"),
         ]  # fmt: skip
+        if set(big_statuses) - {400, 413}:
+            print(f"large bodies: unexpected statuses {sorted(set(big_statuses))}")
         pinning = (
             f"gateway pinned to CPU {sorted(gateway_cpus)}, the rest to {sorted(other_cpus or [])}"
             if gateway_cpus

@@ -13,6 +13,7 @@ import orjson
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from clawdbot_site import memory
 from gateway import metrics
 from gateway.auth import authenticate
 from gateway.endpoints import GENERATION_ENDPOINTS, prepare
@@ -42,6 +43,9 @@ from gateway.validation import parse_body
 
 log = logging.getLogger(__name__)
 WATCH_AFTER_S = 0.02
+# A request whose body was this large gives the freed memory back when it ends (see
+# clawdbot_site/memory.py: a burst of large bodies otherwise leaves the process larger).
+TRIM_AFTER_BYTES = 1024 * 1024
 
 
 def owns(path: str) -> bool:
@@ -88,8 +92,16 @@ class GatewayApp:
                 await self.refuse(scope, _endpoint(path), error, send)
             else:
                 await send_error(send, error, [])
+            memory.trim()  # up to the limit was read, and is free now
             return
-        await self._serve_until_client_leaves(scope, path, method, body, receive, send)
+        if len(body) < TRIM_AFTER_BYTES:
+            await self._serve_until_client_leaves(scope, path, method, body, receive, send)
+            return
+        try:
+            await self._serve_until_client_leaves(scope, path, method, body, receive, send)
+        finally:
+            del body
+            memory.trim()
 
     async def _serve_until_client_leaves(
         self,
@@ -198,6 +210,9 @@ class GatewayApp:
             request = prepare(endpoint, payload, snapshot, ex)
             await Proxy(rt, send).run(ex, snapshot.routable(ex.served_model), request)
         except GatewayError as error:
+            # Kept on the exchange, its traceback would hold this frame and, through it, the
+            # request's body until a garbage collection: let the body go with the request.
+            error.__traceback__ = None
             ex.status, ex.error = error.status, error
             if ex.response_started:
                 await _end_stream_with(send, error)
@@ -238,6 +253,7 @@ class GatewayApp:
             ex.key = key
             body = _models_answer(rt.snapshot, key, path, ex)
         except GatewayError as error:
+            error.__traceback__ = None  # see generation
             ex.status, ex.error = error.status, error
             await send_error(send, error, ex.base_headers())
         except Exception:

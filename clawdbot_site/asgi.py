@@ -1,7 +1,7 @@
 """ASGI entry point. Django is set up before Channels is imported (Channels needs the app
 registry). HTTP for the data plane (/v1, /healthz, /readyz, /metrics) goes straight to the
 gateway's ASGI app, ahead of Django's handler and its per-request thread hop; everything else
-(admin, dashboard, static files) goes to Django."""
+(admin, dashboard, static files) goes to Django. Nothing speaks WebSocket."""
 
 from __future__ import annotations
 
@@ -16,14 +16,29 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousOperation  # noqa: E402
+from django.core.handlers.exception import response_for_exception  # noqa: E402
+from django.http import FileResponse, HttpRequest, HttpResponse  # noqa: E402
 
 from gateway.app import GatewayApp, owns  # noqa: E402
 from wire import daphne_tuning  # noqa: E402
 
 daphne_tuning.apply(idle_timeout_s=settings.CLAWDBOT_HTTP_IDLE_S)
 
+
+class StaticFilesHandler(ASGIStaticFilesHandler):
+    def serve(self, request: HttpRequest) -> HttpResponse | FileResponse:
+        # A path that climbs out of the static roots (/static/../../etc/passwd, in any
+        # escaping) raises SuspiciousFileOperation, which Django's handler lets out as a 500:
+        # answer it as Django answers a suspicious operation anywhere else, a 400.
+        try:
+            return super().serve(request)
+        except SuspiciousOperation as exc:
+            return response_for_exception(request, exc)
+
+
 gateway_application = GatewayApp()
-django_with_static = ASGIStaticFilesHandler(django_application)
+django_with_static = StaticFilesHandler(django_application)
 
 
 async def http_router(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -33,4 +48,13 @@ async def http_router(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await django_with_static(scope, receive, send)
 
 
-application = ProtocolTypeRouter({"http": http_router})
+async def websocket_refused(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # No endpoint speaks WebSocket. Under daphne, wire/http_server.py declines the upgrade and
+    # the request is answered as HTTP (a 404 or 405 in the OpenAI shape on /v1); a server
+    # that hands the socket to the application gets it closed at the handshake (a 403).
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})
+
+
+application = ProtocolTypeRouter({"http": http_router, "websocket": websocket_refused})

@@ -9,14 +9,24 @@ instances, the ASGI scope it builds, `http.disconnect` on finish and on close, i
 access log and error pages) and replaces only the HTTP parsing and writing.
 
 It speaks keep-alive HTTP/1.1 and HTTP/1.0, chunked request and response bodies, `Expect:
-100-continue`, HEAD, and pipelined requests (answered in order, one at a time). A request
-asking for a protocol upgrade (WebSocket) is handed, with the connection, to daphne's own
-twisted channel, which serves it as before.
+100-continue`, HEAD, and pipelined requests (answered in order, one at a time). An offer to
+switch protocols (`Upgrade: websocket`, `h2c`) is declined, as a server may (RFC 9110 §7.8):
+nothing here speaks them, so the request is served as the plain HTTP request it also is.
+
+What it cannot serve it answers itself, in the OpenAI error shape the gateway answers in, with
+an `x-request-id`, and closes: a request that does not parse (400), a head over 16 KiB (431)
+or a target over it (414), an HTTP version other than 1.0 and 1.1 (505), CONNECT (501), a head
+or body that stops arriving (408). The connection is closed gently (our side first, then what
+the client still sends is read and dropped for a while), so the client reads the answer
+instead of a connection reset.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import random
 import time
 from collections import deque
 from email.utils import formatdate
@@ -25,28 +35,31 @@ from typing import Any
 from urllib.parse import unquote
 
 import httptools
-from daphne.http_protocol import HTTPFactory, WebRequest
-from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES, parse_x_forwarded_for
+from daphne.http_protocol import HTTPFactory
+from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
-from twisted.protocols.policies import ProtocolWrapper
-from twisted.web.http_headers import Headers
 
 logger = logging.getLogger(__name__)
 
 # Limits on a request's head, as twisted's channel has them (it answers 400 past them).
 MAX_HEAD_BYTES = 16_384
 MAX_HEADERS = 500
-# A connection with no request in progress for this long is closed; `install` sets it from
+# A connection with no request in progress for this long is closed, and a request whose head
+# or body stops arriving for this long is answered 408; `install` sets it from
 # CLAWDBOT_HTTP_IDLE_S.
 IDLE_TIMEOUT_S = 75.0
-# After an answer sent before its request's body was read (413), how long the rest of the body
-# is read and dropped before the connection is closed (see FastHTTPChannel.request_done).
+# After an answer that ends the connection before the client has finished sending (413, 400,
+# 431), how long what it still sends is read and dropped before the connection is closed (see
+# FastHTTPChannel._drain_then_close).
 DRAIN_S = 5.0
 
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 NO_BODY_STATUSES = frozenset({204, 304})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Errors of the server's, not of the request's (501 and 505 are the request's: it asks for
+# what this server does not speak).
+SERVER_FAULTS = frozenset({500, 502, 503, 504})
 
 
 def status_line(status: int) -> bytes:
@@ -71,15 +84,126 @@ class _Date:
         return cls.header
 
 
-class HeadTooLarge(Exception):
-    pass
+def request_id() -> bytes:
+    """An id for an answer the HTTP layer gives itself, in the gateway's form (req- and 24 hex
+    digits) so that every error a client sees carries one. Unique, not secret: see
+    gateway/ids.py, which wire may not import."""
+    return b"req-%024x" % random.getrandbits(96)
+
+
+def error_body(status: int, message: str, code: str | None) -> bytes:
+    """The OpenAI error shape (gateway/errors.py), so a client's SDK reads the HTTP layer's
+    refusals as it reads the gateway's."""
+    kind = "server_error" if status in SERVER_FAULTS else "invalid_request_error"
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
+class Refusal(Exception):
+    """A request the HTTP layer answers itself, with an error, and then closes the connection."""
+
+    def __init__(self, status: int, message: str, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+    def answer(self, server_name: str) -> bytes:
+        body = error_body(self.status, self.message, self.code)
+        server = b"server: " + server_name.encode() + b"\r\n" if server_name else b""
+        return (
+            status_line(self.status)
+            + b"content-type: application/json\r\nx-request-id: "
+            + request_id()
+            + b"\r\ncontent-length: %d\r\n" % len(body)
+            + server
+            + _Date.line()
+            + b"connection: close\r\n\r\n"
+            + body
+        )
+
+
+def head_too_large() -> Refusal:
+    return Refusal(
+        431,
+        f"The request's head is over the limit of {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} "
+        "header fields.",
+        "headers_too_large",
+    )
+
+
+def malformed(exc: httptools.HttpParserError) -> Refusal:
+    return Refusal(400, f"The request could not be parsed as HTTP/1.1: {exc}.", "malformed_request")
+
+
+def timed_out(part: str) -> Refusal:
+    return Refusal(
+        408,
+        f"The request's {part} stopped arriving for {IDLE_TIMEOUT_S:g} s.",
+        "request_timeout",
+    )
+
+
+def version_not_supported(version: str) -> Refusal:
+    return Refusal(
+        505,
+        f"HTTP/{version} is not supported: this server speaks HTTP/1.1 and HTTP/1.0.",
+        "http_version_not_supported",
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _forwarded_names(
+    address: str, port: str | None, proto: str | None
+) -> tuple[bytes, bytes | None, bytes | None]:
+    return (
+        address.lower().encode("latin-1"),
+        port.lower().encode("latin-1") if port else None,
+        proto.lower().encode("latin-1") if proto else None,
+    )
+
+
+def forwarded_peer(
+    headers: list[tuple[bytes, bytes]],
+    names: tuple[bytes, bytes | None, bytes | None],
+    client_addr: list[Any] | None,
+    scheme: str,
+) -> tuple[list[Any] | None, str]:
+    """The client's address and scheme as the proxy in front reports them (daphne's
+    `--proxy-headers`), read as daphne reads them: the first address in the first
+    X-Forwarded-For, and X-Forwarded-Port and -Proto only beside it. Unlike daphne, which
+    answers a value that is not UTF-8 with a 500, a value that is not ASCII is ignored, as are
+    a port that is not one and a scheme other than http or https: these headers only label
+    the request, so a bad one is treated as absent."""
+    address_name, port_name, proto_name = names
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in (address_name, port_name, proto_name):
+            found.setdefault(lowered, value)
+    address = _ascii(found.get(address_name)).partition(",")[0].strip()
+    if not address:
+        return client_addr, scheme
+    port = _ascii(found.get(port_name)) if port_name else ""
+    proto = _ascii(found.get(proto_name)).lower() if proto_name else ""
+    return (
+        [address, int(port) if port.isdigit() and int(port) < 65_536 else 0],
+        proto if proto in ("http", "https") else scheme,
+    )
+
+
+def _ascii(value: bytes | None) -> str:
+    if value is None:
+        return ""
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return ""
 
 
 class FastRequest:
     """One request on a connection: what daphne's server knows as a `protocol` (the key of
     its connection table, the target of `handle_reply`, `check_timeouts`, `basic_error`)."""
-
-    error_template = WebRequest.error_template
 
     def __init__(
         self,
@@ -122,9 +246,9 @@ class FastRequest:
         try:
             self._start()
         except Exception:
-            # A header daphne cannot decode (X-Forwarded-For), say: an answer, not a hang.
+            # A bug of ours: an answer, not a hang.
             logger.exception("HTTP processing error")
-            self.basic_error(500, b"Internal Server Error", "Daphne HTTP processing error")
+            self.basic_error(500, b"Internal Server Error", "The request could not be processed.")
 
     def _start(self) -> None:
         channel = self.channel
@@ -134,10 +258,10 @@ class FastRequest:
         expect_continue = False
         for name, value in self.raw_headers:
             if not HEADER_NAME_RE.fullmatch(name):
-                self.basic_error(400, b"Bad Request", "Invalid header name")
+                self.basic_error(400, b"Bad Request", "Invalid header name.", "invalid_header")
                 return
             if INVALID_HEADER_VALUE_BYTES.intersection(value):
-                self.basic_error(400, b"Bad Request", "Invalid header value")
+                self.basic_error(400, b"Bad Request", "Invalid header value.", "invalid_header")
                 return
             if b"_" in name:  # CVE-2015-0219, as daphne
                 continue
@@ -152,20 +276,23 @@ class FastRequest:
         try:
             path_text = path.decode("ascii")
         except UnicodeDecodeError:
-            self.basic_error(400, b"Bad Request", "Invalid characters in path")
+            self.basic_error(400, b"Bad Request", "Invalid characters in path.", "invalid_url")
             return
         try:
             query.decode("ascii")
         except UnicodeDecodeError:
-            self.basic_error(400, b"Bad Request", "Invalid query string")
+            self.basic_error(400, b"Bad Request", "Invalid query string.", "invalid_url")
             return
         client_addr, scheme = channel.client_addr, channel.scheme
-        if self.server.proxy_forwarded_address_header:
-            client_addr, scheme = parse_x_forwarded_for(
-                Headers({name: [value] for name, value in self.raw_headers}),
-                self.server.proxy_forwarded_address_header,
-                self.server.proxy_forwarded_port_header,
-                self.server.proxy_forwarded_proto_header,
+        server = self.server
+        if server.proxy_forwarded_address_header:
+            client_addr, scheme = forwarded_peer(
+                self.raw_headers,
+                _forwarded_names(
+                    server.proxy_forwarded_address_header,
+                    server.proxy_forwarded_port_header,
+                    server.proxy_forwarded_proto_header,
+                ),
                 client_addr,
                 scheme,
             )
@@ -214,6 +341,8 @@ class FastRequest:
             )
 
     def connection_lost(self) -> None:
+        """The client is gone, or the rest of this request cannot be read: its application is
+        told the client is gone, and whatever it answers is dropped."""
         self.channel = None
         if self.application_queue is not None and not self.finished:
             self.application_queue.put_nowait({"type": "http.disconnect"})
@@ -279,6 +408,8 @@ class FastRequest:
                 parts.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the close
+        if not self.body_complete:
+            self.keep_alive = False  # answered before its body was read (413): see request_done
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
@@ -339,7 +470,10 @@ class FastRequest:
             self.abort()
         else:
             self.basic_error(
-                503, b"Service Unavailable", "Application failed to respond within time limit."
+                503,
+                b"Service Unavailable",
+                "The application failed to respond within the time limit.",
+                "timeout",
             )
 
     def abort(self) -> None:
@@ -350,19 +484,25 @@ class FastRequest:
     def duration(self) -> float:
         return time.time() - self.request_start if self.request_start else 0.0
 
-    def basic_error(self, status: int, status_text: bytes, body: str) -> None:
+    def basic_error(
+        self, status: int, status_text: bytes, message: str, code: str | None = None
+    ) -> None:
+        """An error answered by the server rather than the application (daphne's server calls
+        this too): in the OpenAI shape, not daphne's HTML page."""
         if self.started or self.finished:
             self.abort()
             return
-        page = self.error_template % {"title": f"{status} {status_text.decode()}", "body": body}
         self.handle_reply(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"text/html; charset=utf-8")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", request_id()),
+                ],
             }
         )
-        self.handle_reply({"type": "http.response.body", "body": page.encode("utf-8")})
+        self.handle_reply({"type": "http.response.body", "body": error_body(status, message, code)})
 
     def __hash__(self) -> int:
         return id(self)
@@ -384,17 +524,18 @@ class FastHTTPChannel(Protocol):
         self.server_addr: list[Any] | None = None
         self.scheme = "http"
         self.current: FastRequest | None = None  # being answered
-        self.parsing: FastRequest | None = None  # being read (may be `current`)
+        self.parsing: FastRequest | None = None  # its body being read (may be `current`)
         self.waiting: deque[FastRequest] = deque()  # read, waiting for their turn
         self.paused = False
         self.closed = False
-        self.handover: bytes | None = None  # an upgrade request, waiting for its turn
-        self.rejection: tuple[int, str] | None = None  # for a bad request behind others
+        self.rejection: Refusal | None = None  # for a bad request behind others
         self.advancing = False  # starting the next requests (see request_done)
         self.closing = False  # our side is closing: what still comes is dropped
         self.drain_timer: Any = None
         self._head_fed = 0  # bytes fed while a request's head is incomplete
         self._in_head = False
+        self._body_moved = False  # a body's bytes arrived since the last idle check
+        self._watched: FastRequest | None = None  # whose body the last idle check saw
         self.idle_since = time.monotonic()
         self.idle_timer: Any = None
         self._url = b""
@@ -425,20 +566,31 @@ class FastHTTPChannel(Protocol):
             # that never ends must be cut off here, not there.
             self._head_fed += len(data)
             if self._head_fed > MAX_HEAD_BYTES + 65_536:
-                self._reject(431, "Request Header Fields Too Large")
+                self._reject(head_too_large())
                 return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._hand_over(data[upgrade.args[0] :])
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, HeadTooLarge):
-                self._reject(431, "Request Header Fields Too Large")
-            else:
-                logger.error("HTTP processing error", exc_info=exc.__context__)
-                self._reject(500, "Internal Server Error")
-        except httptools.HttpParserError:
-            self._reject(400, "Bad Request")
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                # A loop, not recursion: what follows may hold many more such requests.
+                rest = self._decline_upgrade(data[upgrade.args[0] :])
+                if rest is None:
+                    return
+                data = rest
+            except httptools.HttpParserCallbackError as exc:
+                if isinstance(exc.__context__, Refusal):
+                    self._reject(exc.__context__)
+                else:
+                    logger.error("HTTP processing error", exc_info=exc.__context__)
+                    self._reject(Refusal(500, "The request could not be processed.", None))
+                return
+            except httptools.HttpParserError as exc:
+                if self.parser.get_method() == b"PRI":  # "PRI * HTTP/2.0": HTTP/2 preface
+                    self._reject(version_not_supported("2.0"))
+                else:
+                    self._reject(malformed(exc))
+                return
 
     def connectionLost(self, reason: Any = None) -> None:
         self._stop()
@@ -468,31 +620,28 @@ class FastHTTPChannel(Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise Refusal(
+                414, f"The request target is over {MAX_HEAD_BYTES} bytes.", "url_too_long"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        self._count(len(name) + len(value) + 4)
-        if len(self._headers) > MAX_HEADERS:
-            raise HeadTooLarge
-
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise HeadTooLarge
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES or len(self._headers) > MAX_HEADERS:
+            raise head_too_large()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise version_not_supported(version)
         if parser.should_upgrade():
-            return  # feed_data raises HttpParserUpgrade: handed over there
+            return  # feed_data raises HttpParserUpgrade: see _decline_upgrade
         request = FastRequest(
-            self,
-            parser.get_method(),
-            self._url,
-            self._headers,
-            parser.get_http_version(),
-            parser.should_keep_alive(),
+            self, parser.get_method(), self._url, self._headers, version, parser.should_keep_alive()
         )
         self.parsing = request
         if self.current is None:
@@ -504,6 +653,7 @@ class FastHTTPChannel(Protocol):
             self._pause()  # one request ahead is enough; TCP holds the rest
 
     def on_body(self, chunk: bytes) -> None:
+        self._body_moved = True
         if self.parsing is not None:
             self.parsing.body_received(chunk)
 
@@ -511,6 +661,30 @@ class FastHTTPChannel(Protocol):
         request, self.parsing = self.parsing, None
         if request is not None:
             request.message_complete()
+
+    def _decline_upgrade(self, rest: bytes) -> bytes | None:
+        """Serve a request that offers to switch protocols as plain HTTP (RFC 9110 §7.8 lets a
+        server ignore the offer): the head again without its Upgrade field, then what followed,
+        for a fresh parser. llhttp ends an upgrade request at its head whatever its framing
+        says, so this is also how a body it declares is read as its body and not as the next
+        request. Returns what to parse next, or None if the request was refused."""
+        parser = self.parser
+        method = parser.get_method()
+        if method == b"CONNECT":
+            self._reject(
+                Refusal(
+                    501, "CONNECT is not supported: this server is not a proxy.", "not_implemented"
+                )
+            )
+            return None
+        line = b"%s %s HTTP/%s\r\n" % (method, self._url, parser.get_http_version().encode())
+        fields = b"".join(
+            name + b": " + value + b"\r\n"
+            for name, value in self._headers
+            if name.lower() != b"upgrade"
+        )
+        self.parser = httptools.HttpRequestParser(self)
+        return line + fields + b"\r\n" + rest
 
     # --- writing and turn-taking
 
@@ -524,9 +698,7 @@ class FastHTTPChannel(Protocol):
         self.current = None
         if not request.body_complete:
             # Answered before the whole body came (413): what follows on this connection
-            # cannot be told apart from the rest of that body, so it ends. But closing with
-            # unread bytes makes the kernel send a reset, which can destroy the answer before
-            # the client reads it: send the end of our side, and drop what still comes.
+            # cannot be told apart from the rest of that body, so it ends, gently.
             self._drain_then_close()
             return
         if not request.keep_alive:
@@ -546,12 +718,7 @@ class FastHTTPChannel(Protocol):
             return
         self.idle_since = time.monotonic()
         if self.rejection is not None:
-            status, reason = self.rejection
-            self._write_rejection(status, reason)
-            return
-        if self.handover is not None:
-            data, self.handover = self.handover, None
-            self._switch_to_twisted(data)
+            self._write_rejection(self.rejection)
             return
         if self.paused:
             self.paused = False
@@ -564,8 +731,15 @@ class FastHTTPChannel(Protocol):
             self.transport.pauseProducing()
 
     def _drain_then_close(self) -> None:
+        """Close after an answer the client may not have finished sending to: closing with
+        unread bytes makes the kernel send a reset, which can destroy the answer before the
+        client reads it. So our side ends first, and what still comes is read and dropped
+        for up to DRAIN_S (the client closes when it has read the answer)."""
         self.closing = True
         if self.transport is not None:
+            if self.paused:
+                self.paused = False
+                self.transport.resumeProducing()
             self.transport.loseWriteConnection()
             self.drain_timer = _reactor().callLater(DRAIN_S, self._close)
 
@@ -574,67 +748,50 @@ class FastHTTPChannel(Protocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def _reject(self, status: int, reason: str) -> None:
-        """A request that cannot be parsed: answer it and close, as twisted does; behind
-        requests still being answered, once they are."""
-        self.parsing = None
+    def _reject(self, refusal: Refusal) -> None:
+        """A request that cannot be read: answer it and close; behind requests still being
+        answered, once they are. If it is the request being answered (its body broke off or
+        stopped), its application is told the client is gone: its body will never end."""
+        broken, self.parsing = self.parsing, None
+        self._in_head = False
+        if broken is not None:
+            if broken is self.current:
+                if broken.head_sent:
+                    self._close()  # half an answer is out: the client must see it end badly
+                    return
+                self.current = None
+                broken.connection_lost()
+            elif broken in self.waiting:
+                self.waiting.remove(broken)  # never started
         if self.current is not None or self.waiting:
-            self.rejection = (status, reason)  # nothing more is read from this connection
+            self.rejection = refusal  # nothing more is read from this connection
             self._pause()
             return
-        self._write_rejection(status, reason)
+        self._write_rejection(refusal)
 
-    def _write_rejection(self, status: int, reason: str) -> None:
-        body = f"{status} {reason}".encode()
-        self.write(
-            status_line(status)
-            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
-            + b"connection: close\r\n\r\n"
-            + body
-        )
-        self.closed = True
-        self._close()
+    def _write_rejection(self, refusal: Refusal) -> None:
+        self.write(refusal.answer(self.server.server_name))
+        self._drain_then_close()
 
     def _check_idle(self) -> None:
-        if self.closed:
+        if self.closed or self.closing:
             return
         remaining = IDLE_TIMEOUT_S
         if self.current is None and not self.waiting and self.idle_since:
             remaining -= time.monotonic() - self.idle_since
             if remaining <= 0:
-                self._close()
+                if self._in_head:
+                    self._reject(timed_out("head"))  # slowloris: a head sent a byte at a time
+                else:
+                    self._close()
                 return
+        elif self.parsing is not None and self.parsing is self.current and not self.paused:
+            # Its body is still coming: a whole interval without a byte of it is a stall.
+            if self._watched is self.parsing and not self._body_moved:
+                self._reject(timed_out("body"))
+                return
+            self._watched, self._body_moved = self.parsing, False
         self.idle_timer = _reactor().callLater(max(remaining, 0.25), self._check_idle)
-
-    # --- upgrades go to daphne's own channel
-
-    def _hand_over(self, rest: bytes) -> None:
-        head = [self.parser.get_method() + b" " + self._url + b" HTTP/1.1\r\n"]
-        head += [name + b": " + value + b"\r\n" for name, value in self._headers]
-        data = b"".join(head) + b"\r\n" + rest
-        if self.current is None:
-            self._switch_to_twisted(data)
-        else:
-            self.handover = data
-            self._pause()
-
-    def _switch_to_twisted(self, data: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
-        self._stop()
-        channel = ORIGINAL_BUILD_PROTOCOL(self.factory, None)
-        if isinstance(transport, ProtocolWrapper):  # TLS
-            transport.wrappedProtocol = channel
-        else:
-            transport.protocol = channel
-        channel.makeConnection(transport)
-        if self.paused:
-            self.paused = False
-            transport.resumeProducing()
-        channel.dataReceived(data)
-
-
-ORIGINAL_BUILD_PROTOCOL = HTTPFactory.buildProtocol
 
 
 def _reactor() -> Any:

@@ -1,11 +1,13 @@
 """The HTTP/1.1 layer (`wire/http_server.py`) spoken byte for byte against a real
 gateway process: framing, keep-alive, pipelining, chunked bodies, 100-continue, HEAD,
-HTTP/1.0, bad requests, and the hand-over of upgrade requests to daphne's own channel."""
+HTTP/1.0, declined upgrades, and what it answers itself: requests that do not parse or that
+it does not serve, heads and bodies that stop arriving, heads over the limit."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -122,6 +124,24 @@ def quick_idle_gateway(gateway: GatewayProcess) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture
+def proxied_gateway(
+    gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GatewayProcess]:
+    """A gateway that reads X-Forwarded-* headers, started as `clawdbot serve` starts it
+    (daphne --proxy-headers)."""
+    popen = subprocess.Popen
+
+    def with_proxy_headers(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        return popen([*args[:-1], "--proxy-headers", args[-1]], **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(subprocess, "Popen", with_proxy_headers)
+        other = GatewayProcess()
+    yield other
+    other.stop()
+
+
+@pytest.fixture
 def world(gateway: GatewayProcess, simulator: Callable[..., SimProcess]) -> World:
     return build(gateway, {"gpu1": simulator(*SIM)})
 
@@ -132,6 +152,17 @@ def post(path: str, body: bytes, key: str, extra: bytes = b"") -> bytes:
         b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
         % (path.encode(), key.encode(), len(body), extra, body)
     )
+
+
+def assert_openai_error(answer: Answer, status: int, code: str | None = None) -> None:
+    """An answer in the gateway's error shape, with a request id, whoever gave it."""
+    assert answer.status == status, answer.raw
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-request-id"].startswith("req-")
+    error = json.loads(answer.body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(conn: Conn) -> None:
@@ -233,6 +264,7 @@ def test_declared_body_over_the_limit_is_refused_and_the_connection_closed(
     answer = conn.read()
     assert answer.status == 413
     assert json.loads(answer.body)["error"]["code"] == "request_too_large"
+    assert answer.headers["connection"] == "close"
     # The client goes on sending its body, as clients do: the gateway reads and drops it
     # rather than close with unread bytes (a reset that can destroy the answer in flight).
     for _ in range(64):
@@ -240,43 +272,247 @@ def test_declared_body_over_the_limit_is_refused_and_the_connection_closed(
     assert conn.closed_by_server(), "the unread body must not be parsed as a next request"
 
 
-@pytest.mark.parametrize(
-    ("request_bytes", "status"),
-    [
-        (b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n", 400),  # header without a colon
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # TLS to a plain port
-        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
-    ],
-    ids=["malformed-header", "tls-hello", "head-too-large"],
+CHUNKED_POST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
-def test_unparseable_requests_get_an_error_and_a_close(
-    conn: Conn, request_bytes: bytes, status: int
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n", 400, "malformed_request"),  # no colon
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "malformed_request"),  # TLS
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (b"BREW /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 400, "malformed_request"),
+        (b"get /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 400, "malformed_request"),
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX\x01Y: 1\r\n\r\n", 400, "malformed_request"),
+        (b"GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n", 400, "malformed_request"),
+        (b"GET /heal\x00thz HTTP/1.1\r\nHost: t\r\n\r\n", 400, "malformed_request"),
+        (b"GET /healthz HTTP/1.1\r\nHost: t\x00\r\n\r\n", 400, "malformed_request"),
+        (b"GET /healthz HTTP/1.1\nHost: t\n\n", 400, "malformed_request"),  # bare LF
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400, "malformed_request"),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            400,
+            "malformed_request",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 2\r\n\r\n{}",
+            400,
+            "malformed_request",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Length: 99999999999999999999999\r\n\r\n{}",
+            400,
+            "malformed_request",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n{}",
+            400,
+            "malformed_request",
+        ),
+        # Both framings at once: the way to smuggle a request past a proxy (RFC 9112 §6.3).
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 5\r\n\r\n0\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "url_too_long"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "http_version_not_supported"),
+        (b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 505, "http_version_not_supported"),
+        (b"GET /healthz\r\n\r\n", 505, "http_version_not_supported"),  # HTTP/0.9
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            501,
+            "not_implemented",
+        ),
+    ],
+    ids=[
+        "header-without-colon",
+        "tls-hello",
+        "head-too-large",
+        "unknown-method",
+        "lowercase-method",
+        "control-byte-in-header-name",
+        "space-before-colon",
+        "nul-in-path",
+        "nul-in-header-value",
+        "bare-lf",
+        "obsolete-line-folding",
+        "duplicate-content-length",
+        "content-length-list",
+        "content-length-overflow",
+        "negative-content-length",
+        "content-length-and-chunked",
+        "chunked-and-content-length",
+        "url-too-long",
+        "http2-preface",
+        "http2-version",
+        "http09",
+        "connect",
+    ],
+)
+def test_requests_the_http_layer_cannot_serve_get_an_openai_error_and_a_close(
+    conn: Conn, request_bytes: bytes, status: int, code: str
 ) -> None:
     conn.send(request_bytes)
     answer = conn.read()
-    assert answer.status == status
+    assert_openai_error(answer, status, code)
     assert answer.headers["connection"] == "close"
+    assert conn.closed_by_server()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        CHUNKED_POST + b"zz\r\n",  # not a chunk size
+        CHUNKED_POST + b"ffffffffffffffffff\r\n",  # a chunk size past 64 bits
+        CHUNKED_POST + b"1\r\nxy\r\n",  # more data than the chunk size said
+        # A transfer coding without chunked last: the body's length cannot be known (RFC 9112
+        # §6.3), whether or not the method usually has one.
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ],
+    ids=["bad-chunk-size", "chunk-size-overflow", "chunk-overrun", "te-identity", "te-gzip-get"],
+)
+def test_a_body_that_breaks_off_is_a_400_not_a_hang(conn: Conn, request_bytes: bytes) -> None:
+    # The request's head was fine, so its application was started and is reading the body:
+    # it must be told the rest will never come, and the client answered.
+    conn.send(request_bytes)
+    answer = conn.read()
+    assert_openai_error(answer, 400, "malformed_request")
+    assert conn.closed_by_server()
+
+
+def test_a_broken_body_behind_a_good_request_is_answered_after_it(conn: Conn) -> None:
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + CHUNKED_POST + b"zz\r\n")
+    first, second = conn.read(), conn.read()
+    assert first.status == 200 and json.loads(first.body) == {"status": "ok"}
+    assert_openai_error(second, 400, "malformed_request")
+    assert conn.closed_by_server()
+
+
+def test_a_head_far_over_the_limit_is_answered_and_read_before_the_close(conn: Conn) -> None:
+    # The client is still sending when the 431 goes out. Closing with its bytes unread makes
+    # a reset, which fails the client's next send (most clients then report a broken
+    # connection, not the answer) and can destroy the answer in flight: as for a 413, the
+    # gateway ends its side and reads and drops what still comes.
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + pad * 300)  # about 300 KB
+    answer = conn.read()
+    assert_openai_error(answer, 431, "headers_too_large")
+    assert answer.headers["connection"] == "close"
+    for _ in range(64):
+        conn.send(pad * 16)
     assert conn.closed_by_server()
 
 
 def test_non_ascii_path_is_a_400(conn: Conn) -> None:
     conn.send(b"GET /v1/mod\xc3\xa9ls HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert conn.read().status == 400
+    assert_openai_error(conn.read(), 400, "malformed_request")
 
 
-def test_upgrade_requests_are_handed_to_daphnes_own_channel(conn: Conn) -> None:
-    # h2c is an upgrade that twisted declines: it answers the request as HTTP/1.1, through
-    # daphne's twisted channel, which shows in how it writes the header names.
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/static/../../../etc/passwd",
+        b"/static/..%2f..%2f..%2fetc/passwd",
+        b"/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        b"/static/admin/../../../../etc/passwd",
+    ],
+    ids=["dots", "encoded-slashes", "encoded-dots", "below-an-app"],
+)
+def test_a_static_path_out_of_the_static_roots_is_a_400(conn: Conn, path: bytes) -> None:
+    conn.send(b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path)
+    answer = conn.read()
+    assert answer.status == 400, answer.raw
+    assert b"root:" not in answer.body
+
+
+def test_forwarded_headers_that_are_not_ascii_are_ignored(proxied_gateway: GatewayProcess) -> None:
+    c = Conn(proxied_gateway)
+    try:
+        for fields in (
+            b"X-Forwarded-For: \xff\xfe\r\n",
+            b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: \xff\r\n",
+            b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Port: \xe9\r\n",
+        ):
+            c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n%s\r\n" % fields)
+            answer = c.read()
+            assert answer.status == 200 and json.loads(answer.body) == {"status": "ok"}
+    finally:
+        c.close()
+
+
+WEBSOCKET = (
+    b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+def test_a_websocket_upgrade_is_declined_and_answered_as_http(conn: Conn) -> None:
+    # Nothing here speaks WebSocket: the handshake gets the HTTP answer to its request, in
+    # the OpenAI shape on /v1, and the connection stays HTTP.
+    conn.send(b"GET /v1/realtime HTTP/1.1\r\nHost: t\r\n" + WEBSOCKET + b"\r\n")
+    assert_openai_error(conn.read(), 404, "not_found")
+    conn.send(b"GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\n" + WEBSOCKET + b"\r\n")
+    assert_openai_error(conn.read(), 405)
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert conn.read().status == 200
+
+
+def test_an_upgrade_request_with_a_body_is_served_with_its_body(world: World, conn: Conn) -> None:
+    conn.send(post("/v1/chat/completions", CHAT, world.key, WEBSOCKET))
+    answer = conn.read()
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body)["object"] == "chat.completion"
+
+
+def test_an_upgrade_request_body_is_never_read_as_a_next_request(conn: Conn) -> None:
+    # Were the body taken for the next request, it would be answered (a 401 for /v1/models
+    # without a key) before the request that really follows.
+    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n"
+    conn.send(
+        b"POST /healthz HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: %d\r\n\r\n%s"
+        % (len(smuggled), smuggled)
+        + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    first, second = conn.read(), conn.read()
+    assert first.status == 200 and second.status == 200
+    assert json.loads(second.body) == {"status": "ok"}
+
+
+def test_an_h2c_upgrade_is_declined_and_the_connection_stays_http(conn: Conn) -> None:
     conn.send(
         b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
         b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
     )
     answer = conn.read()
-    assert answer.status == 200
-    assert json.loads(answer.body) == {"status": "ok"}
-    assert b"\r\nContent-Type: " in answer.raw, "twisted capitalises header names"
+    assert answer.status == 200 and json.loads(answer.body) == {"status": "ok"}
     conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert conn.read().status == 200, "the connection stays with twisted and keeps working"
+    assert conn.read().status == 200
+
+
+def test_many_pipelined_upgrade_requests_are_answered_in_order(conn: Conn) -> None:
+    upgrade = b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + WEBSOCKET + b"\r\n"
+    conn.send(upgrade * 300 + b"GET /v1/nope HTTP/1.1\r\nHost: t\r\n\r\n")
+    answers = [conn.read() for _ in range(301)]
+    assert {a.status for a in answers[:300]} == {200}
+    assert_openai_error(answers[300], 404, "not_found")
 
 
 def test_many_pipelined_requests_answered_at_once_do_not_recurse(conn: Conn) -> None:
@@ -288,6 +524,7 @@ def test_many_pipelined_requests_answered_at_once_do_not_recurse(conn: Conn) -> 
     answers = [conn.read() for _ in range(302)]
     assert answers[0].status == 200
     assert {a.status for a in answers[1:301]} == {400}
+    assert_openai_error(answers[1], 400, "invalid_header")
     assert answers[301].status == 200 and json.loads(answers[301].body) == {"status": "ok"}
 
 
@@ -300,7 +537,8 @@ def test_a_bad_request_behind_a_good_one_waits_for_its_answer(world: World, conn
     )
     streamed, refused = conn.read(), conn.read()
     assert streamed.status == 200 and streamed.body.endswith(b"data: [DONE]\n\n")
-    assert refused.status == 400 and refused.headers["connection"] == "close"
+    assert_openai_error(refused, 400, "malformed_request")
+    assert refused.headers["connection"] == "close"
     assert conn.closed_by_server()
 
 
@@ -311,8 +549,7 @@ def test_a_header_value_that_never_ends_is_cut_off(conn: Conn) -> None:
             conn.send(b"a" * 8192)
         except (BrokenPipeError, ConnectionResetError):
             break  # closed already, as it should be
-    answer = conn.read()
-    assert answer.status == 431
+    assert_openai_error(conn.read(), 431, "headers_too_large")
 
 
 def test_an_idle_connection_is_closed_after_the_idle_timeout(
@@ -326,5 +563,31 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(
         assert c.closed_by_server()
         idle = time.monotonic() - answered
         assert 0.9 <= idle < 4, f"closed after {idle:.2f} s idle; CLAWDBOT_HTTP_IDLE_S is 1"
+    finally:
+        c.close()
+
+
+def test_a_head_that_stops_arriving_gets_a_408(quick_idle_gateway: GatewayProcess) -> None:
+    c = Conn(quick_idle_gateway)
+    try:
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")  # slowloris: never ends
+        answer = c.read()
+        assert_openai_error(answer, 408, "request_timeout")
+        assert answer.headers["connection"] == "close"
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+def test_a_body_that_stops_arriving_gets_a_408(quick_idle_gateway: GatewayProcess) -> None:
+    c = Conn(quick_idle_gateway)
+    try:
+        c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+        started = time.monotonic()
+        answer = c.read()
+        assert_openai_error(answer, 408, "request_timeout")
+        waited = time.monotonic() - started
+        assert 0.9 <= waited < 4, f"answered after {waited:.2f} s; CLAWDBOT_HTTP_IDLE_S is 1"
+        assert c.closed_by_server()
     finally:
         c.close()

@@ -92,18 +92,10 @@ def api_key(db: None) -> CreatedKey:
 @pytest.fixture
 def simulator() -> Iterator[Callable[..., SimProcess]]:
     """Start simulator processes; every one started is stopped after the test."""
-    from tests.simulators import start_simulator
+    from tests.simulators import simulators
 
-    started: list[SimProcess] = []
-
-    def start(*args: str) -> SimProcess:
-        sim = start_simulator(*args)
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
+    with simulators() as start:
+        yield start
 
 
 def clean_gateway_state(client: redis.Redis) -> None:

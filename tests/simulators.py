@@ -16,6 +16,8 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -145,3 +147,20 @@ def start_simulator(
             f"(exit code {proc.returncode}, first line {line!r})"
         )
     return SimProcess(proc, url.group(1), control.group(1), reader, (line or "").strip())
+
+
+@contextmanager
+def simulators() -> Iterator[Callable[..., SimProcess]]:
+    """A starter of simulator processes; every one it started is stopped on leaving."""
+    started: list[SimProcess] = []
+
+    def start(*args: str) -> SimProcess:
+        sim = start_simulator(*args)
+        started.append(sim)
+        return sim
+
+    try:
+        yield start
+    finally:
+        for sim in started:
+            sim.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +24,7 @@ from gateway.models import RequestLog
 from tests.gateway.test_fuzz_requests import BASES, CASES, json_values, replaced
 from tests.gateway.world import HELLO, World, build
 from tests.gateways import GatewayProcess
-from tests.simulators import SimProcess
+from tests.simulators import simulators
 
 pytestmark = pytest.mark.slow  # real servers and processes
 
@@ -39,31 +39,13 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def world(
-    django_db_setup: None, django_db_blocker: Any, simulator_module: Callable[..., SimProcess]
-) -> Iterator[World]:
-
+def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
     gateway = GatewayProcess()
-    with django_db_blocker.unblock():
-        world = build(gateway, {"gpu1": simulator_module(*FAST)})
-    yield world
+    with simulators() as start:
+        with django_db_blocker.unblock():
+            world = build(gateway, {"gpu1": start(*FAST)})
+        yield world
     gateway.stop()
-
-
-@pytest.fixture(scope="module")
-def simulator_module() -> Iterator[Callable[..., SimProcess]]:
-    from tests.simulators import start_simulator
-
-    started: list[SimProcess] = []
-
-    def start(*args: str) -> SimProcess:
-        sim = start_simulator(*args)
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
 
 
 @pytest.fixture(scope="module")

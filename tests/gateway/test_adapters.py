@@ -10,37 +10,16 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.plan import plan_generation
-from gateway.snapshot import NodeView, ProfileView
 from gateway.upstreams.adapters import EmbeddingCall, GenerationCall
 from gateway.validation import validate_chat, validate_embedding
-
-PROFILE = ProfileView(
-    id=1,
-    model_id="qwen3-32b",
-    upstream_model="qwen3:32b",
-    display_name="Qwen3 32B",
-    context_window=8192,
-    max_output_tokens=1024,
-    keep_alive="5m",
-    fallback=None,
-    min_vram_gb=0.0,
-    created=0,
-)
-
-
-def _node(api_kind: str) -> NodeView:
-    return NodeView(
-        id=1, name="n", base_url="http://127.0.0.1:9", api_kind=api_kind, gpu_type="A100",
-        gpu_count=1, total_vram_gb=80.0, max_concurrent=4, queue_size=0, state="READY",
-        enabled=True, draining=False, weight=1.0,
-    )  # fmt: skip
+from tests.gateway.views import PROFILE, node
 
 
 def _call(body: dict[str, Any], prompt_tokens: int, api_kind: str) -> Any:
     hello = [{"role": "user", "content": "hi"}]
     chat = validate_chat({"model": "qwen3-32b", "messages": hello} | body)
     plan = plan_generation(PROFILE, prompt_tokens, chat.max_tokens)
-    return GenerationCall(chat, PROFILE, plan).for_node(_node(api_kind))
+    return GenerationCall(chat, PROFILE, plan).for_node(node(api_kind))
 
 
 @pytest.mark.parametrize(
@@ -81,7 +60,7 @@ def test_a_prompt_count_ollama_left_out_is_unknown_not_zero() -> None:
 
 def test_an_embedding_count_ollama_left_out_is_unknown_not_zero() -> None:
     request = validate_embedding({"model": "qwen3-32b", "input": "hello"})
-    call = EmbeddingCall(request, PROFILE).for_node(_node("ollama"))
+    call = EmbeddingCall(request, PROFILE).for_node(node("ollama"))
     answer = {"model": "qwen3:32b", "embeddings": [[0.1, 0.2]]}
     body, prompt, completion = call.translate(orjson.dumps(answer))
     assert (prompt, completion) == (None, None)  # the reservation stands, nothing refunded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,36 +17,14 @@ from hypothesis import strategies as st
 from gateway.endpoints import prepare
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
-from gateway.snapshot import KeyView, NodeView, ProfileView, Snapshot
+from gateway.snapshot import Snapshot
 from gateway.validation import MAX_JSON_DEPTH, parse_body
+from tests.gateway import views
+from tests.gateway.views import node, profile
 
-PROFILE = ProfileView(
-    id=1,
-    model_id="m",
-    upstream_model="qwen3:32b",
-    display_name="m",
-    context_window=4096,
-    max_output_tokens=512,
-    keep_alive="5m",
-    fallback=None,
-    min_vram_gb=0.0,
-    created=0,
-)
-KEY = KeyView(
-    id=1, prefix="p", digest="", allowed=None, rpm_limit=None, tpm_limit=None,
-    expires_at=None, staff=False,
-)  # fmt: skip
+PROFILE = profile(model_id="m", context_window=4096, max_output_tokens=512)
+KEY = replace(views.KEY, rpm_limit=None, tpm_limit=None)
 SNAPSHOT = Snapshot(version=1, built_at=0.0, profiles={"m": PROFILE})
-
-
-def node(kind: str) -> NodeView:
-    return NodeView(
-        id=1, name=kind, base_url="http://127.0.0.1:9", api_kind=kind, gpu_type="A100",
-        gpu_count=1, total_vram_gb=80.0, max_concurrent=4, queue_size=0, state="READY",
-        enabled=True, draining=False, weight=1.0,
-    )  # fmt: skip
-
-
 NODES = [node("ollama"), node("openai")]
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from gateway import refusals
 from gateway.admission import Verdict
-from gateway.snapshot import KeyView
-
-KEY = KeyView(
-    id=1,
-    prefix="abc",
-    digest="",
-    allowed=None,
-    rpm_limit=60,
-    tpm_limit=1000,
-    expires_at=None,
-    staff=False,
-)
+from tests.gateway.views import KEY
 
 
 def verdict(status: str, retry_after_ms: int = 0) -> Verdict:

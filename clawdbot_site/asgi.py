@@ -1,7 +1,8 @@
 """ASGI entry point. Django is set up before Channels is imported (Channels needs the app
 registry). HTTP for the data plane (/v1, /healthz, /readyz, /metrics) goes straight to the
 gateway's ASGI app, ahead of Django's handler and its per-request thread hop; everything else
-(admin, dashboard, static files) goes to Django. Nothing speaks WebSocket."""
+(admin, dashboard, static files) goes to Django. WebSocket handshakes reach the application
+on every path but the data plane's (see websocket_refused)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from django.http import FileResponse, HttpRequest, HttpResponse  # noqa: E402
 from gateway.app import GatewayApp, owns  # noqa: E402
 from wire import daphne_tuning  # noqa: E402
 
-daphne_tuning.apply(idle_timeout_s=settings.CLAWDBOT_HTTP_IDLE_S)
+# The data plane speaks HTTP only: a WebSocket handshake there is answered as the HTTP request
+# it also is (a 404 or 405 in the OpenAI shape), not handed to daphne's WebSocket protocol.
+daphne_tuning.apply(idle_timeout_s=settings.CLAWDBOT_HTTP_IDLE_S, http_only=owns)
 
 
 class StaticFilesHandler(ASGIStaticFilesHandler):
@@ -49,9 +52,8 @@ async def http_router(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def websocket_refused(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    # No endpoint speaks WebSocket. Under daphne, wire/http_server.py declines the upgrade and
-    # the request is answered as HTTP (a 404 or 405 in the OpenAI shape on /v1); a server
-    # that hands the socket to the application gets it closed at the handshake (a 403).
+    # No consumer exists yet: a handshake is closed before it is accepted, which daphne
+    # answers with a 403. (On the data plane's paths none arrives under daphne: see above.)
     message = await receive()
     if message["type"] == "websocket.connect":
         await send({"type": "websocket.close"})

@@ -13,7 +13,7 @@ costs on it that bought nothing (py-spy under `make bench`; figures in README).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -59,11 +59,13 @@ def write_eagerly() -> None:
     connection._clawdbot_eager = True
 
 
-def apply(*, idle_timeout_s: float) -> None:
+def apply(*, idle_timeout_s: float, http_only: Callable[[str], bool]) -> None:
+    """`http_only` says on which paths a WebSocket handshake is declined and served as HTTP
+    (see wire.http_server.install)."""
     try:
         from wire import http_server
     except ImportError:  # not running under daphne
         pass
     else:
-        http_server.install(idle_timeout_s=idle_timeout_s)
+        http_server.install(idle_timeout_s=idle_timeout_s, http_only=http_only)
     write_eagerly()

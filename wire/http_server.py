@@ -9,9 +9,12 @@ instances, the ASGI scope it builds, `http.disconnect` on finish and on close, i
 access log and error pages) and replaces only the HTTP parsing and writing.
 
 It speaks keep-alive HTTP/1.1 and HTTP/1.0, chunked request and response bodies, `Expect:
-100-continue`, HEAD, and pipelined requests (answered in order, one at a time). An offer to
-switch protocols (`Upgrade: websocket`, `h2c`) is declined, as a server may (RFC 9110 §7.8):
-nothing here speaks them, so the request is served as the plain HTTP request it also is.
+100-continue`, HEAD, and pipelined requests (answered in order, one at a time). A WebSocket
+handshake (`Upgrade: websocket`) is handed, with the connection, to daphne's own twisted
+channel, which serves WebSockets, unless its path is one of those `install` is told are HTTP
+only (the gateway's data plane). There, and on every path for any other protocol (`h2c`), the
+offer to switch is declined, as a server may (RFC 9110 §7.8), and the request is served as the
+plain HTTP request it also is.
 
 What it cannot serve it answers itself, in the OpenAI error shape the gateway answers in, with
 an `x-request-id`, and closes: a request that does not parse (400), a head over 16 KiB (431)
@@ -29,6 +32,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +43,7 @@ from daphne.http_protocol import HTTPFactory
 from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,15 @@ IDLE_TIMEOUT_S = 75.0
 # 431), how long what it still sends is read and dropped before the connection is closed (see
 # FastHTTPChannel._drain_then_close).
 DRAIN_S = 5.0
+
+
+def _no_path(path: str) -> bool:
+    return False
+
+
+# Paths (the ASGI scope's: decoded, without the query) on which a WebSocket handshake is
+# declined and served as HTTP instead of handed to daphne's channel; `install` sets it.
+HTTP_ONLY: Callable[[str], bool] = _no_path
 
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -528,7 +542,10 @@ class FastHTTPChannel(Protocol):
         self.waiting: deque[FastRequest] = deque()  # read, waiting for their turn
         self.paused = False
         self.closed = False
-        self.rejection: Refusal | None = None  # for a bad request behind others
+        # What ends this connection once the requests ahead of it are answered: a refusal to
+        # write (a bad request behind others), or a WebSocket handshake's bytes and what followed
+        # them, for daphne's channel. Nothing more is parsed meanwhile.
+        self.final: Refusal | bytes | None = None
         self.advancing = False  # starting the next requests (see request_done)
         self.closing = False  # our side is closing: what still comes is dropped
         self.drain_timer: Any = None
@@ -559,7 +576,9 @@ class FastHTTPChannel(Protocol):
         self.idle_timer = _reactor().callLater(IDLE_TIMEOUT_S, self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closed or self.closing or self.rejection is not None:
+        if self.closed or self.closing or self.final is not None:
+            if type(self.final) is bytes:
+                self.final += data  # a TLS layer may deliver past the pause: for daphne too
             return
         if self._in_head:
             # httptools gathers a header value itself before calling on_header, so a value
@@ -574,7 +593,7 @@ class FastHTTPChannel(Protocol):
                 return
             except httptools.HttpParserUpgrade as upgrade:
                 # A loop, not recursion: what follows may hold many more such requests.
-                rest = self._decline_upgrade(data[upgrade.args[0] :])
+                rest = self._upgrade(data[upgrade.args[0] :])
                 if rest is None:
                     return
                 data = rest
@@ -639,7 +658,7 @@ class FastHTTPChannel(Protocol):
         if version != "1.1" and version != "1.0":
             raise version_not_supported(version)
         if parser.should_upgrade():
-            return  # feed_data raises HttpParserUpgrade: see _decline_upgrade
+            return  # feed_data raises HttpParserUpgrade: see _upgrade
         request = FastRequest(
             self, parser.get_method(), self._url, self._headers, version, parser.should_keep_alive()
         )
@@ -662,12 +681,14 @@ class FastHTTPChannel(Protocol):
         if request is not None:
             request.message_complete()
 
-    def _decline_upgrade(self, rest: bytes) -> bytes | None:
-        """Serve a request that offers to switch protocols as plain HTTP (RFC 9110 §7.8 lets a
-        server ignore the offer): the head again without its Upgrade field, then what followed,
-        for a fresh parser. llhttp ends an upgrade request at its head whatever its framing
-        says, so this is also how a body it declares is read as its body and not as the next
-        request. Returns what to parse next, or None if the request was refused."""
+    def _upgrade(self, rest: bytes) -> bytes | None:
+        """A request that offers to switch protocols. A WebSocket handshake on a path that is
+        not HTTP only goes, with `rest` (what followed its head), to daphne's channel. Any
+        other offer is declined (RFC 9110 §7.8 lets a server ignore it) and the request served
+        as plain HTTP: the head again without its Upgrade field, then `rest`, for a fresh
+        parser. llhttp ends an upgrade request at its head whatever its framing says, so this
+        is also how a body it declares is read as its body and not as the next request.
+        Returns what to parse next, or None if nothing more is parsed here."""
         parser = self.parser
         method = parser.get_method()
         if method == b"CONNECT":
@@ -677,7 +698,11 @@ class FastHTTPChannel(Protocol):
                 )
             )
             return None
-        line = b"%s %s HTTP/%s\r\n" % (method, self._url, parser.get_http_version().encode())
+        version = parser.get_http_version().encode()
+        line = b"%s %s HTTP/%s\r\n" % (method, self._url, version)
+        if version == b"1.1" and self._is_websocket_handshake():
+            self._hand_over(line + self._handshake_fields() + b"\r\n" + rest)
+            return None
         fields = b"".join(
             name + b": " + value + b"\r\n"
             for name, value in self._headers
@@ -685,6 +710,64 @@ class FastHTTPChannel(Protocol):
         )
         self.parser = httptools.HttpRequestParser(self)
         return line + fields + b"\r\n" + rest
+
+    def _is_websocket_handshake(self) -> bool:
+        """Whether daphne's channel would take this request for a WebSocket handshake (its
+        first Upgrade field says websocket) and its path is not HTTP only. A path that is not
+        ASCII is not: served as HTTP, it is answered 400."""
+        upgrade = next((value for name, value in self._headers if name.lower() == b"upgrade"), b"")
+        if upgrade.strip().lower() != b"websocket":
+            return False
+        try:
+            path = self._url.partition(b"?")[0].decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        return not HTTP_ONLY(unquote(path))
+
+    def _handshake_fields(self) -> bytes:
+        """The handshake's header fields for daphne's channel, less those whose value is not
+        ASCII among the ones daphne decodes strictly and answers with a 500 when it cannot
+        (the proxy's X-Forwarded-* fields, Sec-WebSocket-Protocol): as in forwarded_peer, a
+        value that cannot be used is treated as absent."""
+        server = self.server
+        strict: set[bytes | None] = {b"sec-websocket-protocol"}
+        if server.proxy_forwarded_address_header:
+            strict.update(
+                _forwarded_names(
+                    server.proxy_forwarded_address_header,
+                    server.proxy_forwarded_port_header,
+                    server.proxy_forwarded_proto_header,
+                )
+            )
+        return b"".join(
+            name + b": " + value + b"\r\n"
+            for name, value in self._headers
+            if value.isascii() or name.lower() not in strict
+        )
+
+    def _hand_over(self, data: bytes) -> None:
+        if self.current is None:
+            self._switch_to_twisted(data)
+        else:
+            self.final = data  # its turn comes after the answers ahead of it
+            self._pause()
+
+    def _switch_to_twisted(self, data: bytes) -> None:
+        """Give the connection to daphne's own twisted channel, which parses `data` again and
+        hands the handshake to daphne's WebSocket protocol. This channel is done with it."""
+        transport = self.transport
+        assert transport is not None
+        self._stop()
+        channel = ORIGINAL_BUILD_PROTOCOL(self.factory, None)
+        if isinstance(transport, ProtocolWrapper):  # TLS
+            transport.wrappedProtocol = channel
+        else:
+            transport.protocol = channel
+        channel.makeConnection(transport)
+        if self.paused:
+            self.paused = False
+            transport.resumeProducing()
+        channel.dataReceived(data)
 
     # --- writing and turn-taking
 
@@ -717,8 +800,12 @@ class FastHTTPChannel(Protocol):
         if self.current is not None or self.closing:
             return
         self.idle_since = time.monotonic()
-        if self.rejection is not None:
-            self._write_rejection(self.rejection)
+        final, self.final = self.final, None
+        if isinstance(final, Refusal):
+            self._write_rejection(final)
+            return
+        if final is not None:
+            self._switch_to_twisted(final)
             return
         if self.paused:
             self.paused = False
@@ -764,7 +851,7 @@ class FastHTTPChannel(Protocol):
             elif broken in self.waiting:
                 self.waiting.remove(broken)  # never started
         if self.current is not None or self.waiting:
-            self.rejection = refusal  # nothing more is read from this connection
+            self.final = refusal  # nothing more is read from this connection
             self._pause()
             return
         self._write_rejection(refusal)
@@ -794,6 +881,9 @@ class FastHTTPChannel(Protocol):
         self.idle_timer = _reactor().callLater(max(remaining, 0.25), self._check_idle)
 
 
+ORIGINAL_BUILD_PROTOCOL = HTTPFactory.buildProtocol
+
+
 def _reactor() -> Any:
     # Imported late: importing it installs twisted's default reactor unless daphne has
     # installed the asyncio one first, and this module may be imported before that.
@@ -811,11 +901,17 @@ def http11_only(self: Any) -> list[bytes]:
     return [b"http/1.1"]
 
 
-def install(idle_timeout_s: float | None = None) -> None:
-    """Serve daphne's HTTP connections with FastHTTPChannel (idempotent)."""
-    global IDLE_TIMEOUT_S
+def install(
+    idle_timeout_s: float | None = None, http_only: Callable[[str], bool] | None = None
+) -> None:
+    """Serve daphne's HTTP connections with FastHTTPChannel (idempotent). `http_only` says on
+    which paths (the ASGI scope's) a WebSocket handshake is declined and served as HTTP; on
+    every other path it goes to daphne's own channel."""
+    global IDLE_TIMEOUT_S, HTTP_ONLY
     if idle_timeout_s is not None:
         IDLE_TIMEOUT_S = idle_timeout_s
+    if http_only is not None:
+        HTTP_ONLY = http_only
     factory: Any = HTTPFactory
     if factory.buildProtocol is not build_protocol:
         factory.buildProtocol = build_protocol

@@ -1,10 +1,13 @@
 """The HTTP/1.1 layer (`wire/http_server.py`) spoken byte for byte against a real
 gateway process: framing, keep-alive, pipelining, chunked bodies, 100-continue, HEAD,
-HTTP/1.0, declined upgrades, and what it answers itself: requests that do not parse or that
-it does not serve, heads and bodies that stop arriving, heads over the limit."""
+HTTP/1.0, upgrades (WebSocket handshakes handed to daphne off the data plane, declined on it,
+other protocols declined everywhere), and what it answers itself: requests that do not parse
+or that it does not serve, heads and bodies that stop arriving, heads over the limit."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import subprocess
@@ -87,6 +90,29 @@ class Conn:
         answer.raw = received
         return answer
 
+    def read_until(self, end: bytes) -> bytes:
+        """The bytes received up to and including `end`, not parsed as answers (a
+        WebSocket's handshake and frames)."""
+        data, self.unparsed = self.unparsed, b""
+        while end not in data:
+            chunk = self.recv()
+            if not chunk:
+                raise AssertionError(f"closed by the server after {data!r}")
+            data += chunk
+        cut = data.index(end) + len(end)
+        data, self.unparsed = data[:cut], data[cut:]
+        return data
+
+    def read_exactly(self, size: int) -> bytes:
+        data, self.unparsed = self.unparsed, b""
+        while len(data) < size:
+            chunk = self.recv()
+            if not chunk:
+                raise AssertionError(f"closed by the server after {data!r}")
+            data += chunk
+        data, self.unparsed = data[:size], data[size:]
+        return data
+
     def read_head_only(self) -> Answer:
         """The answer to a HEAD request: a head and no body, whatever it declares."""
         data = self.unparsed
@@ -123,20 +149,43 @@ def quick_idle_gateway(gateway: GatewayProcess) -> Iterator[GatewayProcess]:
     other.stop()
 
 
+def gateway_started_with(
+    edit: Callable[[list[str]], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> GatewayProcess:
+    """A gateway process started as the shared one is, but with its daphne command line
+    edited."""
+    popen = subprocess.Popen
+
+    def edited(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        return popen(edit(args), **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(subprocess, "Popen", edited)
+        return GatewayProcess()
+
+
 @pytest.fixture
 def proxied_gateway(
     gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[GatewayProcess]:
     """A gateway that reads X-Forwarded-* headers, started as `clawdbot serve` starts it
     (daphne --proxy-headers)."""
-    popen = subprocess.Popen
+    other = gateway_started_with(
+        lambda args: [*args[:-1], "--proxy-headers", args[-1]], monkeypatch
+    )
+    yield other
+    other.stop()
 
-    def with_proxy_headers(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        return popen([*args[:-1], "--proxy-headers", args[-1]], **kwargs)  # type: ignore[call-overload, no-any-return]
 
-    with monkeypatch.context() as patch:
-        patch.setattr(subprocess, "Popen", with_proxy_headers)
-        other = GatewayProcess()
+@pytest.fixture
+def echo_gateway(
+    gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GatewayProcess]:
+    """A gateway whose application also has a WebSocket consumer, an echo at /ws/echo
+    (tests/wire/echo_asgi.py): the product has none yet."""
+    other = gateway_started_with(
+        lambda args: [*args[:-1], "tests.wire.echo_asgi:application"], monkeypatch
+    )
     yield other
     other.stop()
 
@@ -461,17 +510,106 @@ WEBSOCKET = (
     b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 )
+# What the server must answer to that key (RFC 6455 §1.3).
+WEBSOCKET_ACCEPT = base64.b64encode(
+    hashlib.sha1(b"dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+)
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
-def test_a_websocket_upgrade_is_declined_and_answered_as_http(conn: Conn) -> None:
-    # Nothing here speaks WebSocket: the handshake gets the HTTP answer to its request, in
+def handshake(target: bytes, extra: bytes = b"") -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: localhost\r\n%s%s\r\n" % (target, WEBSOCKET, extra)
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A whole, short, masked frame, as a client must send it (RFC 6455 §5.2)."""
+    mask = b"\x0f\xa1\x5c\x33"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def server_frame(conn: Conn) -> tuple[int, bytes]:
+    """The next frame from the server: whole, short and unmasked, as it must send it."""
+    first, second = conn.read_exactly(2)
+    assert first & 0x80 and second < 126, (first, second)
+    return first & 0x0F, conn.read_exactly(second)
+
+
+def test_a_websocket_upgrade_on_the_data_plane_is_declined_and_answered_as_http(
+    conn: Conn,
+) -> None:
+    # The data plane speaks HTTP only: the handshake gets the HTTP answer to its request, in
     # the OpenAI shape on /v1, and the connection stays HTTP.
     conn.send(b"GET /v1/realtime HTTP/1.1\r\nHost: t\r\n" + WEBSOCKET + b"\r\n")
     assert_openai_error(conn.read(), 404, "not_found")
     conn.send(b"GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\n" + WEBSOCKET + b"\r\n")
     assert_openai_error(conn.read(), 405)
+    conn.send(b"GET /v1/models/ HTTP/1.1\r\nHost: t\r\n" + WEBSOCKET + b"\r\n")
+    assert_openai_error(conn.read(), 401)
     conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert conn.read().status == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/ws/test", b"/ws/test?token=abc", b"/v1/admin/events", b"/ws/t%C3%A9st"],
+    ids=["console", "with-query", "management-api", "escaped"],
+)
+def test_a_websocket_handshake_off_the_data_plane_goes_to_daphnes_websocket_protocol(
+    conn: Conn, target: bytes
+) -> None:
+    # No consumer exists yet: the application closes the handshake, which daphne's WebSocket
+    # protocol answers 403 and closes; served as HTTP, it would be a 404 from Django.
+    conn.send(handshake(target))
+    assert conn.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 403 ")
+    assert conn.closed_by_server()
+
+
+def test_a_websocket_handshake_behind_a_request_waits_for_its_answer(conn: Conn) -> None:
+    conn.send(HEALTHZ + handshake(b"/ws/test"))
+    answer = conn.read_until(b'{"status":"ok"}')
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert conn.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 403 ")
+    assert conn.closed_by_server()
+
+
+def test_a_websocket_handed_to_daphne_is_served_to_its_close(echo_gateway: GatewayProcess) -> None:
+    c = Conn(echo_gateway)
+    try:
+        # Behind a request, so the connection is paused while that one is answered, and must
+        # be read again once daphne has it.
+        c.send(HEALTHZ + handshake(b"/ws/echo"))
+        assert c.read_until(b'{"status":"ok"}').startswith(b"HTTP/1.1 200 OK\r\n")
+        head = c.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert b"\r\nSec-WebSocket-Accept: " + WEBSOCKET_ACCEPT + b"\r\n" in head
+        c.send(client_frame(0x1, b"hello"))
+        assert server_frame(c) == (0x1, b"hello")
+        c.send(client_frame(0x2, b"\x00\xff"))
+        assert server_frame(c) == (0x2, b"\x00\xff")
+        c.send(client_frame(0x8, (1000).to_bytes(2, "big")))
+        opcode, payload = server_frame(c)
+        assert opcode == 0x8 and payload[:2] == (1000).to_bytes(2, "big")
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"X-Forwarded-For: \xff\xfe\r\n", b"Sec-WebSocket-Protocol: \xff\r\n"],
+    ids=["forwarded-for", "subprotocol"],
+)
+def test_a_handshake_value_daphne_cannot_decode_is_treated_as_absent(
+    proxied_gateway: GatewayProcess, field: bytes
+) -> None:
+    # Daphne decodes these strictly and answers a 500 when it cannot.
+    c = Conn(proxied_gateway)
+    try:
+        c.send(handshake(b"/ws/test", field))
+        assert c.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 403 ")
+    finally:
+        c.close()
 
 
 def test_an_upgrade_request_with_a_body_is_served_with_its_body(world: World, conn: Conn) -> None:
@@ -496,14 +634,20 @@ def test_an_upgrade_request_body_is_never_read_as_a_next_request(conn: Conn) -> 
     assert json.loads(second.body) == {"status": "ok"}
 
 
-def test_an_h2c_upgrade_is_declined_and_the_connection_stays_http(conn: Conn) -> None:
+@pytest.mark.parametrize(
+    ("target", "status"), [(b"/healthz", 200), (b"/ws/test", 404)], ids=["data-plane", "elsewhere"]
+)
+def test_an_h2c_upgrade_is_declined_and_the_connection_stays_http(
+    conn: Conn, target: bytes, status: int
+) -> None:
     conn.send(
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+        b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n" % target
     )
     answer = conn.read()
-    assert answer.status == 200 and json.loads(answer.body) == {"status": "ok"}
-    conn.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert answer.status == status
+    assert b"\r\ndate: " in answer.raw, "answered by this layer (twisted's capitalises names)"
+    conn.send(HEALTHZ)
     assert conn.read().status == 200
 
 

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "nodes",
     "gateway",
     "admin_api",
+    "configfile",
     "dashboard",
 ]
 

@@ -1,0 +1,174 @@
+"""`clawdbot config export` and `apply`: the configuration as a file, round trip, checks
+named by path, all or nothing, the same file twice changes nothing, keys issued once."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from configfile import applying
+from gateway.models import ApiKey
+from gateway.services import apikey_create
+from nodes.models import Deployment, ModelProfile, Node
+
+FILE = """
+version: 1
+profiles:
+  - model_id: qwen3-32b
+    upstream_model: qwen3:32b
+    context_window: 8192
+    max_output_tokens: 2048
+    fallback: qwen2-7b
+  - model_id: qwen2-7b
+    upstream_model: qwen2:7b
+    context_window: 4096
+    max_output_tokens: 1024
+nodes:
+  - name: gpu1
+    base_url: http://127.0.0.1:9
+    api_kind: ollama
+    gpu_type: A100
+    max_concurrent: 8
+    deployments: [qwen3-32b, {profile: qwen2-7b, weight_override: 50}]
+keys:
+  - name: support-bot
+    models: [qwen2-7b]
+    rpm_limit: 60
+"""
+
+
+def config(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("config", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.django_db
+def test_apply_creates_everything_and_issues_keys_once(tmp_path: Path) -> None:
+    out, err = config("apply", write(tmp_path, FILE))
+    assert "+ profile qwen3-32b" in err and "+ node gpu1" in err and "applied" in err
+    name, secret = out.strip().split(": ")
+    assert name == "support-bot" and secret.startswith("ck-")
+    fallback = ModelProfile.objects.get(model_id="qwen3-32b").fallback
+    assert fallback is not None and fallback.model_id == "qwen2-7b"
+    node = Node.objects.get(name="gpu1")
+    assert (node.max_concurrent, node.queue_size) == (8, 16)  # left out: the default
+    assert Deployment.objects.get(node=node, profile__model_id="qwen2-7b").weight_override == 50
+    key = ApiKey.objects.get(name="support-bot")
+    assert key.rpm_limit == 60 and [p.model_id for p in key.allowed_profiles.all()] == ["qwen2-7b"]
+    # The same file again: nothing changes, no second key.
+    out, err = config("apply", write(tmp_path, FILE))
+    assert out == "" and "no changes" in err
+    assert ApiKey.objects.filter(name="support-bot").count() == 1
+
+
+@pytest.mark.django_db
+def test_export_then_apply_is_a_no_op_and_carries_no_secret(
+    make_node: Callable[..., Node],
+    make_profile: Callable[..., ModelProfile],
+    deploy: Callable[..., Deployment],
+    tmp_path: Path,
+) -> None:
+    small = make_profile("small", upstream_model="qwen2:7b")
+    big = make_profile("big", fallback=small, prefetch=True, keep_alive="-1")
+    node = make_node("gpu1", labels={"rack": "b2"}, restart_command="systemctl restart ollama")
+    deploy(node, big)
+    created = apikey_create(name="bot", models=["big"], tpm_limit=1000, expires_in_days=30)
+    exported, _ = config("export")
+    assert created.secret not in exported and created.key.digest not in exported
+    document = yaml.safe_load(exported)
+    assert document["keys"][0]["prefix"] == f"ck-{created.key.prefix}"
+    assert document["nodes"][0]["deployments"] == [{"profile": "big", "weight_override": None}]
+    out, err = config("apply", write(tmp_path, exported))
+    assert "no changes" in err and out == ""
+
+
+@pytest.mark.django_db
+def test_every_problem_is_named_by_its_path_and_nothing_is_applied(tmp_path: Path) -> None:
+    bad = yaml.safe_load(FILE)
+    bad["nodes"][0]["gpu_type"] = "A1000"
+    bad["nodes"][0]["max_concurrent"] = "eight"
+    bad["nodes"][0]["colour"] = "blue"
+    bad["nodes"][0]["deployments"].append("nope")
+    bad["profiles"][1]["fallback"] = "qwen3-32b"  # a loop
+    bad["profiles"][0]["max_output_tokens"] = 9000  # over the window
+    bad["keys"][0]["models"] = ["ghost"]
+    with pytest.raises(CommandError) as info:
+        config("apply", write(tmp_path, yaml.safe_dump(bad)))
+    message = str(info.value)
+    for expected in (
+        "nodes[0].max_concurrent: expected an integer, got a string",
+        "nodes[0].colour: unknown field",
+        "nodes[0].deployments[2].profile: 'nope' is not a profile here",
+        "profiles[1].fallback: makes a loop",
+        "keys[0].models[0]: 'ghost' is not a profile here",
+    ):
+        assert expected in message, message
+    assert "nothing applied" in message
+    assert not Node.objects.exists() and not ModelProfile.objects.exists()
+    # Types fixed, values still wrong: the models' own checks, named by path too.
+    bad = yaml.safe_load(FILE)
+    bad["nodes"][0]["gpu_type"] = "A1000"
+    bad["profiles"][0]["max_output_tokens"] = 9000
+    with pytest.raises(CommandError) as info:
+        config("apply", write(tmp_path, yaml.safe_dump(bad)))
+    assert "nodes[0].gpu_type:" in str(info.value)
+    assert "profiles[0].max_output_tokens: Max output tokens (9000)" in str(info.value)
+    assert not Node.objects.exists()
+
+
+@pytest.mark.django_db
+def test_dry_run_shows_the_diff_and_applies_nothing(tmp_path: Path) -> None:
+    config("apply", write(tmp_path, FILE))
+    changed = FILE.replace("max_concurrent: 8", "max_concurrent: 12")
+    _, err = config("apply", "--dry-run", write(tmp_path, changed))
+    assert "~ node gpu1: max_concurrent 8 → 12" in err and "dry run" in err
+    assert Node.objects.get(name="gpu1").max_concurrent == 8
+
+
+@pytest.mark.django_db
+def test_prune_removes_what_the_file_does_not_name(tmp_path: Path) -> None:
+    config("apply", write(tmp_path, FILE))
+    Node.objects.create(name="old", base_url="http://127.0.0.1:9", api_kind="ollama",
+                        gpu_type="A10")  # fmt: skip
+    stray = apikey_create(name="stray").key
+    _, err = config("apply", write(tmp_path, FILE))
+    assert "no changes" in err, "without --prune what the file does not name stays"
+    _, err = config("apply", "--prune", write(tmp_path, FILE))
+    assert "- node old" in err and f"- key stray (ck-{stray.prefix}): revoked" in err
+    assert not Node.objects.filter(name="old").exists()
+    stray.refresh_from_db()
+    assert stray.revoked_at is not None
+
+
+@pytest.mark.django_db
+def test_a_failure_while_applying_leaves_nothing_half_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> list[Any]:
+        raise RuntimeError("the database went away mid-apply")
+
+    monkeypatch.setattr(applying, "_key", fail)  # after profiles, nodes and deployments
+    with pytest.raises(RuntimeError):
+        config("apply", write(tmp_path, FILE))
+    assert not ModelProfile.objects.exists() and not Node.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_file_that_is_not_yaml_says_where(tmp_path: Path) -> None:
+    with pytest.raises(CommandError) as info:
+        config("apply", write(tmp_path, "version: 1\nnodes: [\n"))
+    assert "not valid YAML: line" in str(info.value)

@@ -121,6 +121,16 @@ def load_job(task_id: str) -> str:
 PROBE_LOCK = PREFIX + "lock:probe-nodes"
 
 
+def alert_sent(channel_id: int, subject: str) -> str:
+    """Set when an alert about `subject` went to the channel; expires after its interval."""
+    return f"{PREFIX}alert:sent:{channel_id}:{subject}"
+
+
+def alert_held(channel_id: int, subject: str) -> str:
+    """How many alerts about `subject` were held back since the last one sent."""
+    return f"{PREFIX}alert:held:{channel_id}:{subject}"
+
+
 def heal_lock(node: str) -> str:
     return PREFIX + "lock:heal:" + node
 
@@ -142,5 +152,6 @@ TRANSIENT_PATTERNS = tuple(
         "agent:*",
         "warming:*",
         "lock:*",
+        "alert:*",
     )
 )

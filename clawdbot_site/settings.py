@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "gateway",
     "admin_api",
     "configfile",
+    "alerts",
     "dashboard",
 ]
 
@@ -273,6 +274,15 @@ CLAWDBOT_KEEPALIVE_S = env_float("CLAWDBOT_KEEPALIVE_S", 2.0, minimum=0.05)
 # closes a kept-alive connection just as the balancer reuses it (the balancer answers 502).
 CLAWDBOT_HTTP_IDLE_S = env_float("CLAWDBOT_HTTP_IDLE_S", 75.0, minimum=0.5)
 CLAWDBOT_EJECT_AFTER = env_int("CLAWDBOT_EJECT_AFTER", 3, minimum=1)
+
+# Email alerts (alerts app) go through Django's SMTP backend.
+EMAIL_HOST = env_str("CLAWDBOT_SMTP_HOST", "localhost")
+EMAIL_PORT = env_int("CLAWDBOT_SMTP_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("CLAWDBOT_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = env_str("CLAWDBOT_SMTP_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("CLAWDBOT_SMTP_STARTTLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("CLAWDBOT_ALERT_FROM", "clawdbot@localhost")
 CLAWDBOT_EJECT_COOLDOWN_S = env_float("CLAWDBOT_EJECT_COOLDOWN_S", 5.0, minimum=0.1)
 CLAWDBOT_EJECT_MAX_COOLDOWN_S = env_float("CLAWDBOT_EJECT_MAX_COOLDOWN_S", 120.0, minimum=0.1)
 CLAWDBOT_TRUNCATION_RATIO = env_float("CLAWDBOT_TRUNCATION_RATIO", 0.5, minimum=0.0)

@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from alerts import events as alert_events
+from alerts import services as alerts
 from clawdbot_site import redis_keys
 from clawdbot_site.celery import app
 from clawdbot_site.redis_client import sync_client
@@ -60,6 +62,10 @@ def follow_up(outcome: ProbeOutcome) -> None:
     """What a recorded probe calls for: the warm-up of a node held back for its prefetch
     profiles, healing for a node that just turned DEGRADED (both after the commit)."""
     node = outcome.node
+    if outcome.changed:
+        reason = node.last_probe_error or "probes pass"
+        event = alert_events.node_state(node.name, outcome.previous_state, node.state, reason)
+        alerts.notify(event)
     if outcome.held_for_warmup and not warm_lock.is_warming(node.name):
         transaction.on_commit(lambda: warm_then_ready.delay(node.pk))
     if outcome.changed and node.state == NodeState.DEGRADED:
@@ -178,16 +184,19 @@ def record_heal_result(result: dict[str, Any], event_id: int) -> None:
     output = str(result.get("output") or "").strip()
     event.detail = "; ".join(parts) + (f"\n\n{output[-2000:]}" if output else "")
     event.save(update_fields=["outcome", "finished_at", "detail"])
+    alerts.notify(alert_events.heal_outcome(event.node.name, ok, "; ".join(parts)))
     # Back to READY goes through the probes: consecutive successes, then prefetch warmup.
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=40)
 def record_heal_failure(event_id: int) -> None:
-    HealEvent.objects.filter(pk=event_id, outcome=HealEvent.Outcome.PENDING).update(
-        outcome=HealEvent.Outcome.FAILED,
-        finished_at=timezone.now(),
-        detail="the restart task failed on the agent (see the agent's log)",
+    detail = "the restart task failed on the agent (see the agent's log)"
+    failed = HealEvent.objects.filter(pk=event_id, outcome=HealEvent.Outcome.PENDING).update(
+        outcome=HealEvent.Outcome.FAILED, finished_at=timezone.now(), detail=detail
     )
+    node = Node.objects.filter(heal_events=event_id).values_list("name", flat=True).first()
+    if failed and node is not None:
+        alerts.notify(alert_events.heal_outcome(node, False, detail))
 
 
 @shared_task(ignore_result=True, soft_time_limit=10, time_limit=15)

@@ -10,12 +10,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ("clawdbot_site", "gateway", "nodes", "admin_api", "dashboard", "simulator", "wire")
+PROJECT = (
+    "clawdbot_site",
+    "gateway",
+    "nodes",
+    "admin_api",
+    "alerts",
+    "configfile",
+    "dashboard",
+    "simulator",
+    "wire",
+)
 
 # package → the top-level packages it must never import
 FORBIDDEN = {
     "nodes": {"gateway", "admin_api", "dashboard"},
-    "gateway": {"admin_api", "dashboard"},
+    "gateway": {"admin_api", "dashboard", "configfile"},
+    # Both planes raise alerts; the alerts app knows neither.
+    "alerts": {"gateway", "nodes", "admin_api", "configfile", "dashboard"},
     "wire": {*PROJECT, "django", "rest_framework", "channels", "celery"} - {"wire"},
     "simulator": {*PROJECT, "django", "rest_framework", "channels", "celery"} - {"simulator"},
 }

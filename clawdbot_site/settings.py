@@ -35,6 +35,8 @@ def _secret_key() -> str:
     if configured:
         if len(configured) < 32:
             raise ConfigError("CLAWDBOT_SECRET_KEY must be at least 32 characters long")
+        if configured.startswith("change-me"):  # deploy/clawdbot.env.example's placeholder
+            raise ConfigError("CLAWDBOT_SECRET_KEY is still the example's placeholder")
         return configured
     if PRODUCTION:
         raise ConfigError("CLAWDBOT_SECRET_KEY must be set when CLAWDBOT_MODE=production")

@@ -52,6 +52,10 @@ def test_production_without_secret_key_refuses_to_start() -> None:
     result = _check({"CLAWDBOT_MODE": "production"})
     assert result.returncode != 0
     assert "CLAWDBOT_SECRET_KEY must be set when CLAWDBOT_MODE=production" in result.stderr
+    example = (ROOT / "deploy" / "clawdbot.env.example").read_text()
+    placeholder = example.split("CLAWDBOT_SECRET_KEY=", 1)[1].split("\n", 1)[0]
+    result = _check({"CLAWDBOT_MODE": "production", "CLAWDBOT_SECRET_KEY": placeholder})
+    assert result.returncode != 0 and "still the example's placeholder" in result.stderr
 
 
 @pytest.mark.slow  # a real process

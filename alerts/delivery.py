@@ -17,7 +17,15 @@ TIMEOUT_S = 10.0
 
 
 class DeliveryError(Exception):
-    pass
+    """Not delivered this time: retried."""
+
+
+class DeliveryRefused(Exception):
+    """The receiver refused it for good (a bad URL, a revoked webhook): not retried."""
+
+
+# A 4xx says the request is wrong and will stay wrong, except these.
+RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 def deliver(channel: AlertChannel, event: AlertEvent, suppressed: int = 0) -> None:
@@ -38,12 +46,17 @@ def deliver(channel: AlertChannel, event: AlertEvent, suppressed: int = 0) -> No
     except httpx.HTTPError as exc:
         raise DeliveryError(f"{channel.name}: {exc.__class__.__name__}: {exc}") from None
     if response.status_code >= 300:
-        raise DeliveryError(f"{channel.name}: HTTP {response.status_code}: {response.text[:200]}")
+        problem = f"{channel.name}: HTTP {response.status_code}: {response.text[:200]}"
+        if 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
+            raise DeliveryRefused(problem)
+        raise DeliveryError(problem)
     if channel.kind == AlertChannel.Kind.WECOM:
         # The robot answers 200 with {"errcode": N} when it refuses a message.
         try:
             errcode = response.json().get("errcode", 0)
         except ValueError:
             errcode = 0
+        if errcode == -1:  # "system busy"
+            raise DeliveryError(f"{channel.name}: WeCom busy: {response.text[:200]}")
         if errcode:
-            raise DeliveryError(f"{channel.name}: WeCom refused it: {response.text[:200]}")
+            raise DeliveryRefused(f"{channel.name}: WeCom refused it: {response.text[:200]}")

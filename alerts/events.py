@@ -30,11 +30,12 @@ class AlertEvent:
 
 def node_state(node: str, before: str, after: str, reason: str) -> AlertEvent:
     severity = "info" if after == "READY" else ("critical" if after == "DOWN" else "warning")
+    title = f"Node {node} is {after} (was {before})" if after != before else f"Node {node}"
     return AlertEvent(
         kind="node_state",
         subject=f"node:{node}",
-        severity=severity,
-        title=f"Node {node} is {after} (was {before})",
+        severity=severity if after != before else "warning",
+        title=title + (f": {reason}" if after == before else ""),
         text=reason,
         details={"node": node, "before": before, "after": after},
     )

@@ -25,11 +25,17 @@ def webhook(event: AlertEvent, suppressed: int = 0) -> dict[str, Any]:
     return {**event.to_dict(), "time": _when(event), "suppressed": suppressed}
 
 
+def _slack_escaped(text: str) -> str:
+    """Slack reads &, < and > as markup (links, mentions): a probe error quoting HTML would
+    turn into one."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack(event: AlertEvent, suppressed: int = 0) -> dict[str, Any]:
     """Slack's incoming-webhook body: `text` in its mrkdwn."""
-    lines = [f"{ICONS[event.severity]} *{event.title}*"]
+    lines = [f"{ICONS[event.severity]} *{_slack_escaped(event.title)}*"]
     if event.text:
-        lines.append(event.text)
+        lines.append(_slack_escaped(event.text))
     lines.append(f"_{_when(event)}_{_suppressed(suppressed)}")
     return {"text": "\n".join(lines)}
 

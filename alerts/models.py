@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator, validate_email
+from django.core.validators import validate_email
 from django.db import models
 
 from alerts.events import KINDS
@@ -48,6 +50,8 @@ class AlertChannel(models.Model):
         return [a.strip() for a in self.target.split(",") if a.strip()]
 
     def clean(self) -> None:
+        if self.events is None:  # the admin's emptied field
+            self.events = []
         if not isinstance(self.events, list) or any(e not in KINDS[:-1] for e in self.events):
             raise ValidationError({"events": f"A list of: {', '.join(KINDS[:-1])}."})
         if self.kind == self.Kind.EMAIL:
@@ -59,7 +63,8 @@ class AlertChannel(models.Model):
                         {"target": f"Not an email address: {address!r}."}
                     ) from None
         else:
-            try:
-                URLValidator(schemes=["http", "https"])(self.target)
-            except ValidationError:
-                raise ValidationError({"target": "An http(s) URL."}) from None
+            # Not Django's URLValidator: it refuses a bare host name such as
+            # http://alertmanager:9093/hook, the usual receiver inside a cluster.
+            parts = urlsplit(self.target)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValidationError({"target": "An http(s) URL."})

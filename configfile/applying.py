@@ -10,7 +10,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from configfile import current
 from configfile.changes import Change, plan
@@ -23,7 +23,9 @@ from configfile.document import (
 )
 from gateway.models import ApiKey
 from gateway.services import apikey_assign_secret, apikeys_revoke
+from nodes.load_jobs import schedule_prefetch_warmup
 from nodes.models import Deployment, ModelProfile, Node
+from nodes.placement import vram_shortfall
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,16 @@ class Issued:
     secret: str
 
 
-def changes_for(desired: Desired, *, prune: bool) -> list[Change]:
-    """What applying would do; ConfigError naming each bad value by its path."""
-    _check_values(desired)
-    return plan(check(current.document()), desired, prune=prune)
+def changes_for(
+    desired: Desired, *, prune: bool, problems: list[str] | None = None
+) -> list[Change]:
+    """What applying would do; ConfigError naming each bad value by its path, together with
+    `problems` already found in the document's shape (`document.survey`)."""
+    _check_values(desired, problems or [])
+    revoked = frozenset(
+        ApiKey.objects.filter(revoked_at__isnull=False).values_list("prefix", flat=True)
+    )
+    return plan(check(current.document()), desired, prune=prune, revoked=revoked)
 
 
 def _messages(exc: ValidationError, at: str) -> list[str]:
@@ -44,9 +52,17 @@ def _messages(exc: ValidationError, at: str) -> list[str]:
     return [f"{at}: {' '.join(exc.messages)}"]
 
 
-def _check_values(desired: Desired) -> None:
-    problems: list[str] = []
+def _check_values(desired: Desired, found: list[str]) -> None:
+    """The models' own validation of every value, skipping entries whose shape was already
+    found wrong (their fields may be of the wrong type); ConfigError with all problems."""
+    problems = list(found)
+
+    def flawed(at: str) -> bool:
+        return any(p.startswith((at + ".", at + ":")) for p in found)
+
     for model_id, want in desired.profiles.items():
+        if flawed(want["at"]):
+            continue
         profile = ModelProfile(
             model_id=model_id, **{f: want[f] for f in PROFILE_FIELDS if f != "fallback"}
         )
@@ -55,30 +71,77 @@ def _check_values(desired: Desired) -> None:
         except ValidationError as exc:
             problems += _messages(exc, want["at"])
     for name, want in desired.nodes.items():
+        if flawed(want["at"]):
+            continue
         try:
             Node(name=name, **{f: want[f] for f in NODE_FIELDS}).full_clean(validate_unique=False)
         except ValidationError as exc:
             problems += _messages(exc, want["at"])
-    for want in desired.deployments.values():
+    for (node_name, model_id), want in desired.deployments.items():
+        if model_id not in desired.profiles or any(
+            flawed(at)
+            for at in (want["at"], desired.nodes[node_name]["at"], desired.profiles[model_id]["at"])
+        ):
+            continue
         try:
             Deployment(weight_override=want["weight_override"]).full_clean(
                 exclude=["node", "profile"], validate_unique=False
             )
         except ValidationError as exc:
             problems += _messages(exc, want["at"])
+        node_spec, profile_spec = desired.nodes[node_name], desired.profiles[model_id]
+        shortfall = vram_shortfall(
+            ModelProfile(model_id=model_id, min_vram_gb=profile_spec["min_vram_gb"]),
+            Node(
+                name=node_name,
+                gpu_count=node_spec["gpu_count"],
+                vram_gb_per_gpu=node_spec["vram_gb_per_gpu"],
+            ),
+        )
+        if shortfall is not None:
+            problems.append(f"{want['at']}.profile: {shortfall}")
     users = get_user_model()
     for want in desired.keys:
+        if flawed(want["at"]):
+            continue
         owner = want["owner"]
         if owner is not None and not users.objects.filter(username=owner).exists():
             problems.append(f"{want['at']}.owner: no user named {owner!r}")
+        key = ApiKey(
+            name=want["name"],
+            prefix="x",
+            digest="x",
+            rpm_limit=want["rpm_limit"],
+            tpm_limit=want["tpm_limit"],
+        )
+        try:
+            key.full_clean(exclude=["owner", "allowed_profiles"], validate_unique=False)
+        except ValidationError as exc:
+            problems += _messages(exc, want["at"])
     if problems:
         raise ConfigError(problems)
 
 
+# Taken for the whole apply on PostgreSQL, so two applies run one after the other.
+ADVISORY_LOCK = 0x636C6177  # "claw"
+
+
+class ChangedMeanwhile(ConfigError):
+    pass
+
+
 @transaction.atomic
-def apply(changes: list[Change], desired: Desired) -> list[Issued]:
-    """Apply `changes_for(desired)`; returns the keys issued, with their one copy of the
-    secret. All or nothing."""
+def apply(changes: list[Change], desired: Desired, *, prune: bool) -> list[Issued]:
+    """Apply `changes` (what `changes_for(desired)` showed); returns the keys issued, with
+    their one copy of the secret. All or nothing. The plan is made again under the lock: if
+    the configuration changed since it was shown, nothing is applied."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK])
+    if changes_for(desired, prune=prune) != changes:
+        raise ChangedMeanwhile(
+            ["the configuration changed while this apply was being prepared: run it again"]
+        )
     profiles = {p.model_id: p for p in ModelProfile.objects.select_for_update()}
     nodes = {n.name: n for n in Node.objects.select_for_update()}
     for change in changes:
@@ -96,6 +159,7 @@ def apply(changes: list[Change], desired: Desired) -> list[Issued]:
             profile.fallback = fallback
             profile.save(update_fields=["fallback", "updated_at"])
     issued: list[Issued] = []
+    added: list[int] = []
     for change in changes:
         if change.action in ("create", "update") and change.kind == "node":
             node = nodes.get(change.name) or Node(name=change.name)
@@ -105,11 +169,13 @@ def apply(changes: list[Change], desired: Desired) -> list[Issued]:
             nodes[change.name] = node
         elif change.action in ("create", "update") and change.kind == "deployment":
             want = change.desired
-            Deployment.objects.update_or_create(
+            deployment, created = Deployment.objects.update_or_create(
                 node=nodes[want["node"]],
                 profile=profiles[want["profile"]],
                 defaults={"weight_override": want["weight_override"]},
             )
+            if created:
+                added.append(deployment.pk)
         elif change.kind == "key":
             issued += _key(change, profiles)
         elif change.action == "delete" and change.kind == "deployment":
@@ -120,6 +186,7 @@ def apply(changes: list[Change], desired: Desired) -> list[Issued]:
             nodes[change.name].delete()
         elif change.action == "delete" and change.kind == "profile":
             profiles[change.name].delete()
+    schedule_prefetch_warmup(added)  # new deployments of prefetch profiles, after the commit
     return issued
 
 

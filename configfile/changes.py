@@ -4,6 +4,7 @@ both checked documents (`document.Desired`). Pure: no database."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from configfile.document import (
@@ -40,9 +41,16 @@ class Change:
             return (
                 what
                 + ": "
-                + ", ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in self.fields.items())
+                + ", ".join(
+                    f"{name} {_shown(old)} → {_shown(new)}"
+                    for name, (old, new) in self.fields.items()
+                )
             )
         return what
+
+
+def _shown(value: Any) -> str:
+    return repr(value.isoformat()) if isinstance(value, datetime) else repr(value)
 
 
 def _differences(
@@ -51,9 +59,11 @@ def _differences(
     return {n: (current[n], desired[n]) for n in names if current[n] != desired[n]}
 
 
-def plan(current: Desired, desired: Desired, *, prune: bool) -> list[Change]:
+def plan(
+    current: Desired, desired: Desired, *, prune: bool, revoked: frozenset[str] = frozenset()
+) -> list[Change]:
     """The changes, in the order they can be applied; ConfigError when the file names a
-    key it cannot match."""
+    key it cannot match. `revoked`: the prefixes of revoked keys (not in `current`)."""
     changes: list[Change] = []
     for model_id, want in desired.profiles.items():
         have = current.profiles.get(model_id)
@@ -74,7 +84,7 @@ def plan(current: Desired, desired: Desired, *, prune: bool) -> list[Change]:
             changes.append(Change("create", "deployment", label, desired={**want, "node": node}))
         elif diff := _differences(have, want, tuple(DEPLOYMENT_FIELDS)):
             changes.append(Change("update", "deployment", label, diff, {**want, "node": node}))
-    changes += _key_changes(current, desired, prune=prune)
+    changes += _key_changes(current, desired, prune=prune, revoked=revoked)
     if prune:
         for node, profile in current.deployments.keys() - desired.deployments.keys():
             changes.append(Change("delete", "deployment", f"{node} ← {profile}"))
@@ -85,7 +95,9 @@ def plan(current: Desired, desired: Desired, *, prune: bool) -> list[Change]:
     return changes
 
 
-def _key_changes(current: Desired, desired: Desired, *, prune: bool) -> list[Change]:
+def _key_changes(
+    current: Desired, desired: Desired, *, prune: bool, revoked: frozenset[str]
+) -> list[Change]:
     """Keys are matched by prefix, or, without one, by name among live keys (so a key the
     file had issued is found again by its name: applying twice issues it once)."""
     problems: list[str] = []
@@ -96,6 +108,13 @@ def _key_changes(current: Desired, desired: Desired, *, prune: bool) -> list[Cha
         have: dict[str, Any] | None = None
         if want["prefix"] is not None:
             have = by_prefix.get(want["prefix"])
+            if have is None and want["prefix"] in revoked:
+                if not want["revoked"]:
+                    problems.append(
+                        f"{want['at']}.prefix: key ck-{want['prefix']} is revoked, and a revoked "
+                        "key cannot be restored (leave its prefix out to have a new one issued)"
+                    )
+                continue  # revoked already, as the file says
             if have is None:
                 problems.append(f"{want['at']}.prefix: no live key ck-{want['prefix']}")
                 continue

@@ -29,7 +29,7 @@ Fields left out take their defaults (as for a new object), so the file says ever
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import yaml
@@ -72,7 +72,7 @@ KEY_FIELDS: dict[str, tuple[tuple[type | None, ...], Any]] = {
     "rpm_limit": ((int, None), None),
     "tpm_limit": ((int, None), None),
     "staff": ((bool,), False),
-    "expires_at": ((str, datetime, None), None),
+    "expires_at": ((str, datetime, date, None), None),
     "revoked": ((bool,), False),
 }
 
@@ -108,6 +108,8 @@ def parse(text: str) -> Any:
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
+    if isinstance(value, datetime | date):
+        return "a date"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
         type(value), "a list" if isinstance(value, list) else "a mapping"
     )
@@ -123,6 +125,7 @@ def _allowed(types: tuple[type | None, ...]) -> str:
         dict: "a mapping",
         list: "a list",
         datetime: "a date and time",
+        date: "a date",
     }
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
@@ -185,6 +188,15 @@ def _list(doc: dict[str, Any], section: str, problems: list[str]) -> list[Any]:
 def check(doc: Any) -> Desired:
     """The document, checked for shape, types, duplicates and references; ConfigError with
     every problem otherwise. Field values (a URL, a GPU type) are the models' to check."""
+    desired, problems = survey(doc)
+    if problems:
+        raise ConfigError(problems)
+    return desired
+
+
+def survey(doc: Any) -> tuple[Desired, list[str]]:
+    """`check`'s findings without raising: what could be read, and the problems, so that
+    the models' own checks can run on the rest and every problem is reported at once."""
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise ConfigError([f"the file must be a mapping with version: {VERSION}"])
@@ -232,6 +244,7 @@ def check(doc: Any) -> Desired:
         if fallback is not None and fallback not in desired.profiles:
             problems.append(f"{profile['at']}.fallback: {fallback!r} is not a profile here")
     problems += _fallback_loops(desired.profiles)
+    unprefixed: set[str] = set()
     for i, entry in enumerate(_list(doc, "keys", problems)):
         at = f"keys[{i}]"
         fields = _fields(entry, at, KEY_FIELDS, "name", problems)
@@ -254,15 +267,24 @@ def check(doc: Any) -> Desired:
                 expires = fields["expires_at"] = datetime.fromisoformat(expires)
             except ValueError:
                 problems.append(f"{at}.expires_at: not an ISO 8601 date and time: {expires!r}")
+        if isinstance(expires, date) and not isinstance(expires, datetime):
+            expires = datetime(expires.year, expires.month, expires.day)  # midnight
         if isinstance(expires, datetime) and expires.tzinfo is None:
-            fields["expires_at"] = expires.replace(tzinfo=UTC)  # a time without a zone is UTC
+            expires = expires.replace(tzinfo=UTC)  # a time without a zone is UTC
+        if isinstance(expires, datetime):
+            fields["expires_at"] = expires
+        if fields["prefix"] is None:
+            if fields["name"] in unprefixed:
+                problems.append(
+                    f"{at}.name: {fields['name']!r} is listed twice without a prefix: each "
+                    "would be a key of its own, issued on every apply"
+                )
+            unprefixed.add(fields["name"])
         for limit in ("rpm_limit", "tpm_limit"):
             if isinstance(fields[limit], int) and fields[limit] < 1:
                 problems.append(f"{at}.{limit}: must be at least 1, or null for no limit")
         desired.keys.append({**fields, "at": at})
-    if problems:
-        raise ConfigError(problems)
-    return desired
+    return desired, problems
 
 
 def _fallback_loops(profiles: dict[str, dict[str, Any]]) -> list[str]:

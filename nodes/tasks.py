@@ -87,13 +87,16 @@ def warm_then_ready(node_id: int) -> None:
         failed = [f"{r['model']}: {r['error']}" for r in results if not r["ok"]]
         node.refresh_from_db()
         if failed:
-            node_mark_state(
-                node=node, state=node.state, error="warmup failed: " + "; ".join(failed)
-            )
+            error = "warmup failed: " + "; ".join(failed)
+            node_mark_state(node=node, state=node.state, error=error)
+            alerts.notify(alert_events.node_state(node.name, node.state, node.state, error))
             return
         if node.consecutive_failures == 0 and node.state != NodeState.READY:
+            before = node.state
             node_mark_state(node=node, state=NodeState.READY)
             log.warning("node %s: READY after warming %d profile(s)", node.name, len(results))
+            reason = f"prefetch profiles loaded ({len(results)})"
+            alerts.notify(alert_events.node_state(node.name, before, NodeState.READY, reason))
     finally:
         warm_lock.release(node.name)
 

@@ -16,10 +16,11 @@ from django.core import mail
 from django.test import Client
 
 from alerts import formats, services
-from alerts.delivery import DeliveryError, deliver
+from alerts.delivery import DeliveryError, DeliveryRefused, deliver
 from alerts.events import AlertEvent, heal_outcome, node_state
 from alerts.models import AlertChannel
-from alerts.tasks import send_alert
+from alerts.tasks import send_alert, send_held
+from clawdbot_site import redis_keys
 from nodes import tasks
 from nodes.models import Node
 from nodes.services import ProbeOutcome
@@ -76,6 +77,8 @@ def test_formats_say_what_happened_in_each_channel_s_shape() -> None:
     assert formats.webhook(EVENT)["severity"] == "critical"
     slack = formats.slack(EVENT, 2)["text"]
     assert slack.startswith("🚨 *Node gpu1 is DOWN (was READY)*") and "2 similar alerts" in slack
+    html = formats.slack(node_state("gpu1", "READY", "DOWN", "got <html> & <b>"))["text"]
+    assert "got &lt;html&gt; &amp; &lt;b&gt;" in html
     wecom = formats.wecom(EVENT)
     assert wecom["msgtype"] == "markdown" and "Node gpu1 is DOWN" in wecom["markdown"]["content"]
     long = AlertEvent("heal", "heal:gpu1", "critical", "Self-heal failed", "日志" * 3000)
@@ -102,13 +105,22 @@ def test_http_channels_get_their_body(kind: str, receiver: Callable[..., Receive
 
 @pytest.mark.slow
 @pytest.mark.django_db
-def test_refusals_are_delivery_errors(receiver: Callable[..., Receiver]) -> None:
-    hook = receiver((500, b"oops"), (200, b'{"errcode": 93000, "errmsg": "invalid webhook url"}'))
+def test_failures_are_retried_and_refusals_are_not(receiver: Callable[..., Receiver]) -> None:
+    hook = receiver(
+        (500, b"oops"),
+        (404, b"no_service"),
+        (429, b"slow down"),
+        (200, b'{"errcode": 93000, "errmsg": "invalid webhook url"}'),
+    )
     webhook = AlertChannel.objects.create(name="w", kind="webhook", target=hook.url)
     with pytest.raises(DeliveryError, match="HTTP 500"):
         deliver(webhook, EVENT)
+    with pytest.raises(DeliveryRefused, match="HTTP 404"):
+        deliver(webhook, EVENT)
+    with pytest.raises(DeliveryError, match="HTTP 429"):
+        deliver(webhook, EVENT)
     robot = AlertChannel.objects.create(name="r", kind="wecom", target=hook.url)
-    with pytest.raises(DeliveryError, match="WeCom refused"):
+    with pytest.raises(DeliveryRefused, match="WeCom refused"):
         deliver(robot, EVENT)
     gone = AlertChannel.objects.create(name="g", kind="slack", target="http://127.0.0.1:9/x")
     with pytest.raises(DeliveryError):
@@ -151,14 +163,64 @@ def test_a_flapping_subject_is_held_back_and_counted(
     AlertChannel.objects.create(
         name="heals", kind="webhook", target="http://127.0.0.1:9/y", events=["heal"]
     )
+    down = node_state("gpu1", "DEGRADED", "DOWN", "connection refused")
     with django_capture_on_commit_callbacks() as queued:
-        sent = [services.notify(EVENT) for _ in range(5)]
+        sent = [services.notify(e) for e in (EVENT, EVENT, EVENT, EVENT, down)]
         other = services.notify(node_state("gpu2", "READY", "DEGRADED", "timeout"))
     assert sent == [1, 0, 0, 0, 0] and other == 1
-    assert len(queued) == 2
+    assert len(queued) == 3, "two sends now, and one for the end of gpu1's interval"
     channel = AlertChannel.objects.get(name="w")
-    assert services.take_held(channel.pk, "node:gpu1") == 4
-    assert services.take_held(channel.pk, "node:gpu1") == 0
+    latest, count = services.take_held(channel.pk, "node:gpu1")
+    assert latest is not None and latest["title"] == down.title and count == 4
+    assert services.take_held(channel.pk, "node:gpu1") == (None, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_what_was_held_is_sent_when_the_interval_ends(
+    receiver: Callable[..., Receiver],
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A node that goes DEGRADED and then DOWN within the interval ends with DOWN in the
+    channel: the last word is never one of those held back."""
+    hook = receiver()
+    channel = AlertChannel.objects.create(name="w", kind="webhook", target=hook.url)
+    monkeypatch.setattr(
+        services, "enqueue", lambda pk, event, held, countdown=0: send_alert(pk, event, held)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.notify(node_state("gpu1", "READY", "DEGRADED", "timeout"))
+    with django_capture_on_commit_callbacks(execute=False) as scheduled:
+        services.notify(node_state("gpu1", "DEGRADED", "DOWN", "refused"))
+        services.notify(node_state("gpu1", "DEGRADED", "DOWN", "refused"))
+    assert len(scheduled) == 1  # one send at the end of the interval, not one per alert
+    send_held(channel.pk, "node:gpu1")  # what that scheduled send runs
+    assert [b["title"] for b in hook.bodies] == [
+        "Node gpu1 is DEGRADED (was READY)",
+        "Node gpu1 is DOWN (was DEGRADED)",
+    ]
+    assert hook.bodies[-1]["suppressed"] == 1
+    assert redis_client.exists(redis_keys.alert_sent(channel.pk, "node:gpu1"))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_an_unreachable_queue_never_breaks_the_caller(
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("broker down")
+
+    monkeypatch.setattr(send_alert, "apply_async", down)
+    AlertChannel.objects.create(name="w", kind="webhook", target="http://alertmanager:9093/x")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.notify(EVENT) == 1  # queued, and the failure only logged
 
 
 # --- raised by the control plane ---
@@ -208,3 +270,7 @@ def test_a_channel_checks_its_target_and_events() -> None:
             AlertChannel(name="c", kind=kind, target=target, events=events).full_clean()
     AlertChannel(name="c", kind="wecom", target="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
                  events=["heal"]).full_clean()  # fmt: skip
+    AlertChannel(name="d", kind="webhook", target="http://alertmanager:9093/hook").full_clean()
+    emptied = AlertChannel(name="e", kind="webhook", target="http://h/x", events=None)
+    emptied.full_clean()
+    assert emptied.events == []

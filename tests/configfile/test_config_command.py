@@ -172,3 +172,77 @@ def test_a_file_that_is_not_yaml_says_where(tmp_path: Path) -> None:
     with pytest.raises(CommandError) as info:
         config("apply", write(tmp_path, "version: 1\nnodes: [\n"))
     assert "not valid YAML: line" in str(info.value)
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_stays_revoked_on_every_apply(tmp_path: Path) -> None:
+    key = apikey_create(name="bot").key
+    document = yaml.safe_load(FILE)
+    document["keys"] = [{"name": "bot", "prefix": f"ck-{key.prefix}", "revoked": True}]
+    path = write(tmp_path, yaml.safe_dump(document))
+    _, err = config("apply", path)
+    assert f"- key bot (ck-{key.prefix}): revoked" in err
+    _, err = config("apply", path)
+    assert "no changes" in err
+    document["keys"][0]["revoked"] = False
+    with pytest.raises(CommandError, match="cannot be restored"):
+        config("apply", write(tmp_path, yaml.safe_dump(document)))
+
+
+@pytest.mark.django_db
+def test_key_names_deployment_memory_and_key_values_are_checked(tmp_path: Path) -> None:
+    document = yaml.safe_load(FILE)
+    document["keys"].append({"name": "support-bot"})  # a second, prefix-less: issued twice
+    document["keys"].append({"name": "x" * 150, "rpm_limit": 99_999_999_999})
+    document["profiles"][0]["min_vram_gb"] = 100
+    document["nodes"][0]["vram_gb_per_gpu"] = 40
+    with pytest.raises(CommandError) as info:
+        config("apply", write(tmp_path, yaml.safe_dump(document)))
+    message = str(info.value)
+    assert "keys[1].name: 'support-bot' is listed twice without a prefix" in message
+    assert "keys[2].name:" in message and "keys[2].rpm_limit:" in message
+    assert "nodes[0].deployments[0].profile:" in message and "100" in message
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_dates_unquoted_and_changed_show_readably(tmp_path: Path) -> None:
+    config("apply", write(tmp_path, FILE + "    expires_at: 2030-01-01\n"))
+    key = ApiKey.objects.get(name="support-bot")
+    assert key.expires_at is not None
+    assert key.expires_at.isoformat() == "2030-01-01T00:00:00+00:00"
+    _, err = config("apply", "--dry-run", write(tmp_path, FILE + "    expires_at: 2031-06-01\n"))
+    assert "expires_at '2030-01-01T00:00:00+00:00' → '2031-06-01T00:00:00+00:00'" in err
+
+
+@pytest.mark.django_db
+def test_new_deployments_of_prefetch_profiles_are_warmed_after_commit(
+    tmp_path: Path, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nodes import load_jobs
+
+    warmed: list[list[int]] = []
+    monkeypatch.setattr(
+        load_jobs.warm_deployments, "apply_async", lambda args, **_: warmed.append(args[0])
+    )
+    prefetching = FILE.replace(
+        "    max_output_tokens: 1024\n", "    max_output_tokens: 1024\n    prefetch: true\n"
+    ).replace("    max_output_tokens: 2048\n", "    max_output_tokens: 2048\n    prefetch: true\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        config("apply", write(tmp_path, prefetching))
+    assert len(warmed) == 1 and len(warmed[0]) == 2  # both new deployments, once
+
+
+@pytest.mark.django_db
+def test_a_config_changed_between_plan_and_apply_applies_nothing(tmp_path: Path) -> None:
+    from configfile.applying import ChangedMeanwhile, apply, changes_for
+    from configfile.document import check, parse
+
+    desired = check(parse(FILE))
+    changes = changes_for(desired, prune=False)
+    ModelProfile.objects.create(
+        model_id="qwen2-7b", upstream_model="other", context_window=4096, max_output_tokens=10
+    )
+    with pytest.raises(ChangedMeanwhile):
+        apply(changes, desired, prune=False)
+    assert not Node.objects.exists()

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from configfile import current
 from configfile.applying import apply, changes_for
-from configfile.document import ConfigError, check, dump, parse
+from configfile.document import ConfigError, dump, parse, survey
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         if options["action"] == "export":
             text = dump(current.document())
             if options["output"]:
-                Path(options["output"]).write_text(text)
+                Path(options["output"]).write_text(text, "utf-8")
                 self.stderr.write(f"wrote {options['output']}\n")
             else:
                 self.stdout.write(text, ending="")
@@ -46,12 +46,14 @@ class Command(BaseCommand):
     def _apply(self, options: dict[str, Any]) -> None:
         source = options["file"]
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            text = sys.stdin.read() if source == "-" else Path(source).read_text("utf-8")
         except OSError as exc:
             raise CommandError(f"cannot read {source}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"{source} is not UTF-8 text (byte {exc.start})") from None
         try:
-            desired = check(parse(text))
-            changes = changes_for(desired, prune=options["prune"])
+            desired, problems = survey(parse(text))
+            changes = changes_for(desired, prune=options["prune"], problems=problems)
         except ConfigError as exc:
             count = len(exc.problems)
             lines = "\n".join(f"  {p}" for p in exc.problems)
@@ -66,7 +68,10 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stderr.write(f"{len(changes)} change(s); dry run, nothing applied.\n")
             return
-        issued = apply(changes, desired)
+        try:
+            issued = apply(changes, desired, prune=options["prune"])
+        except ConfigError as exc:
+            raise CommandError(f"{source}: {exc.problems[0]}; nothing applied") from None
         self.stderr.write(f"applied {len(changes)} change(s).\n")
         for key in issued:
             # Secrets on standard output only, one a line: the one time they are shown.

@@ -10,13 +10,12 @@ import logging
 from typing import Any
 
 import orjson
-import redis
 from django.db import transaction
-from kombu.exceptions import OperationalError
 
 from alerts.events import AlertEvent
 from alerts.models import AlertChannel
 from clawdbot_site import redis_keys
+from clawdbot_site.celery import queue_quietly
 from clawdbot_site.redis_client import sync_client
 
 log = logging.getLogger(__name__)
@@ -40,13 +39,10 @@ def notify(event: AlertEvent) -> int:
     return len(due)
 
 
-def enqueue(channel_id: int, event: dict[str, Any], held: int, countdown: float = 0) -> None:
+def enqueue(channel_id: int, event: dict[str, Any], held: int) -> None:
     from alerts.tasks import send_alert  # the task module imports this one
 
-    try:
-        send_alert.apply_async(args=[channel_id, event, held], countdown=countdown)
-    except (OperationalError, redis.RedisError) as exc:
-        log.warning("alert not queued (%s): %s", exc, event.get("title"))
+    queue_quietly(send_alert, args=[channel_id, event, held], what=f"alert {event.get('title')}")
 
 
 def _due(channel: AlertChannel, event: AlertEvent) -> bool:
@@ -78,10 +74,12 @@ def _due(channel: AlertChannel, event: AlertEvent) -> bool:
 def enqueue_held(channel_id: int, subject: str, countdown: float) -> None:
     from alerts.tasks import send_held
 
-    try:
-        send_held.apply_async(args=[channel_id, subject], countdown=countdown)
-    except (OperationalError, redis.RedisError) as exc:
-        log.warning("held alerts of %s not scheduled: %s", subject, exc)
+    queue_quietly(
+        send_held,
+        args=[channel_id, subject],
+        what=f"the held alerts of {subject}",
+        countdown=countdown,
+    )
 
 
 def take_held(channel_id: int, subject: str) -> tuple[dict[str, Any] | None, int]:

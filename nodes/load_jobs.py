@@ -9,24 +9,20 @@ never a load task, and never shows other tasks' results.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
 import orjson
-import redis
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import transaction
-from kombu.exceptions import OperationalError
 
 from clawdbot_site import redis_keys
+from clawdbot_site.celery import queue_quietly
 from clawdbot_site.redis_client import sync_client
 from nodes.model_loads import NodeLoadResult, load_profile, warm_prefetch
 from nodes.models import ModelProfile, Node
-
-log = logging.getLogger(__name__)
 
 # A load nobody picked up within this long is dropped: the operator has long moved on.
 LOAD_EXPIRES_S = 600.0
@@ -97,15 +93,16 @@ def schedule_prefetch_warmup(deployment_ids: Iterable[int]) -> None:
     if not ids:
         return
 
-    def send() -> None:
-        try:
-            warm_deployments.apply_async(args=[ids], expires=PREFETCH_EXPIRES_S)
-        except (OperationalError, redis.RedisError) as exc:
-            # The deployments are saved; they load on their first request (or the next
-            # prefetch) instead. Failing the admin's save over it would help nobody.
-            log.warning("could not schedule the prefetch warm-up of deployments %s: %s", ids, exc)
-
-    transaction.on_commit(send)
+    # Unqueued, the deployments are still saved: they load on their first request (or the
+    # next prefetch) instead. Failing the admin's save over it would help nobody.
+    transaction.on_commit(
+        lambda: queue_quietly(
+            warm_deployments,
+            args=[ids],
+            what=f"the prefetch warm-up of deployments {ids}",
+            expires=PREFETCH_EXPIRES_S,
+        )
+    )
 
 
 def start_load(*, profile: ModelProfile, nodes: list[Node]) -> str:

@@ -187,9 +187,7 @@ def test_what_was_held_is_sent_when_the_interval_ends(
     channel: the last word is never one of those held back."""
     hook = receiver()
     channel = AlertChannel.objects.create(name="w", kind="webhook", target=hook.url)
-    monkeypatch.setattr(
-        services, "enqueue", lambda pk, event, held, countdown=0: send_alert(pk, event, held)
-    )
+    monkeypatch.setattr(services, "enqueue", lambda pk, event, held: send_alert(pk, event, held))
     with django_capture_on_commit_callbacks(execute=True):
         services.notify(node_state("gpu1", "READY", "DEGRADED", "timeout"))
     with django_capture_on_commit_callbacks(execute=False) as scheduled:

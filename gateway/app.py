@@ -94,14 +94,13 @@ class GatewayApp:
                 await send_error(send, error, [])
             memory.trim()  # up to the limit was read, and is free now
             return
-        if len(body) < TRIM_AFTER_BYTES:
-            await self._serve_until_client_leaves(scope, path, method, body, receive, send)
-            return
+        large = len(body) >= TRIM_AFTER_BYTES
         try:
             await self._serve_until_client_leaves(scope, path, method, body, receive, send)
         finally:
-            del body
-            memory.trim()
+            if large:
+                del body  # before the trim, or the body itself would stay
+                memory.trim()
 
     async def _serve_until_client_leaves(
         self,

@@ -1,8 +1,9 @@
 """`make run`: everything Clawdbot needs on one machine, under honcho, stopped by Ctrl-C.
 
 Embedded Redis (unless REDIS_URL is set), migrations, a first-run admin user and demo API
-key, then daphne, a Celery worker, Celery beat and — while the cluster has no real node —
-one simulated GPU node registered through `clawdbot onboard`.
+key, then the gateway (`clawdbot serve --workers N`: one daphne process per CPU behind the one
+port, CLAWDBOT_WEB_WORKERS), a Celery worker, Celery beat and — while the cluster has no real
+node — one simulated GPU node registered through `clawdbot onboard`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from clawdbot_site import embedded_redis
+from clawdbot_site import embedded_redis, supervisor
+from clawdbot_site.env import ConfigError, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CLAWDBOT_VAR_DIR") or BASE_DIR / "var")
@@ -81,11 +83,20 @@ def _needs_simulator() -> bool:
     return not nodes or all(n.labels.get("simulated") for n in nodes)
 
 
-def _procfile(with_sim: bool) -> Path:
+def web_workers() -> int:
+    """CLAWDBOT_WEB_WORKERS: gateway processes behind the port (default `auto`, one per CPU)."""
+    raw = env_str("CLAWDBOT_WEB_WORKERS", "auto")
+    try:
+        return supervisor.worker_count(raw)
+    except ValueError as exc:
+        raise ConfigError(f"CLAWDBOT_WEB_WORKERS {exc}") from None
+
+
+def _procfile(with_sim: bool, workers: int) -> Path:
     clawdbot = BIN / "clawdbot"
     celery = BIN / "celery"
     lines = [
-        f"web: {clawdbot} serve --port {PORT}",
+        f"web: {clawdbot} serve --port {PORT} --workers {workers}",
         f"worker: {celery} -A clawdbot_site worker --loglevel INFO --concurrency 2",
         f"beat: {celery} -A clawdbot_site beat --loglevel INFO "
         f"--schedule {VAR_DIR / 'celerybeat-schedule'}",
@@ -133,7 +144,7 @@ def _start_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _banner(creds: dict[str, str], with_sim: bool) -> str:
+def _banner(creds: dict[str, str], with_sim: bool, workers: int) -> str:
     url = f"http://127.0.0.1:{PORT}"
     sim = (
         f"\n  Simulated node:  {SIM_NODE} at http://127.0.0.1:{SIM_PORT} (not a real GPU)"
@@ -142,6 +153,7 @@ def _banner(creds: dict[str, str], with_sim: bool) -> str:
     )
     return f"""
 ================ Clawdbot is running ================
+  Gateway:    {url}/v1 ({workers} process{"es" if workers > 1 else ""})
   Dashboard:  {url}/
   Admin:      {url}/admin/   user: {creds["username"]}   password: {creds["password"]}
   API key:    {creds["api_key"]}{sim}
@@ -157,6 +169,11 @@ def _banner(creds: dict[str, str], with_sim: bool) -> str:
 
 
 def main() -> int:
+    try:
+        workers = web_workers()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     redis_proc = None
     if not os.environ.get("REDIS_URL"):
@@ -172,7 +189,7 @@ def main() -> int:
         call_command("migrate", interactive=False, verbosity=1)
         creds = _bootstrap()
         with_sim = _needs_simulator()
-        procfile = _procfile(with_sim)
+        procfile = _procfile(with_sim, workers)
         honcho = subprocess.Popen(
             [str(BIN / "honcho"), "start", "-f", str(procfile), "-d", str(BASE_DIR)],
             env=dict(os.environ),
@@ -206,7 +223,7 @@ def main() -> int:
                     if onboarded == 0:
                         agent = _start_agent(dict(os.environ))
             if _wait_for_port(PORT, 60, honcho):
-                print(_banner(creds, with_sim), flush=True)
+                print(_banner(creds, with_sim, workers), flush=True)
             code = honcho.wait()
             if agent is not None:
                 agent.terminate()

@@ -37,24 +37,30 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{host}/{db['NAME']}"
 
 
+def gateway_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a gateway process under test: the test database and Redis, short
+    timeouts."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CLAWDBOT_SECRET_KEY": settings.SECRET_KEY,
+        "CLAWDBOT_QUEUE_TIMEOUT_S": "3",
+        "CLAWDBOT_KEEPALIVE_S": "0.3",
+        "CLAWDBOT_EJECT_COOLDOWN_S": "30",
+        "CLAWDBOT_CONNECT_TIMEOUT_S": "2",
+        "CLAWDBOT_READ_TIMEOUT_S": "20",
+        "CLAWDBOT_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+
+
 class GatewayProcess:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log = tempfile.TemporaryFile()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "CLAWDBOT_SECRET_KEY": settings.SECRET_KEY,
-            "CLAWDBOT_QUEUE_TIMEOUT_S": "3",
-            "CLAWDBOT_KEEPALIVE_S": "0.3",
-            "CLAWDBOT_EJECT_COOLDOWN_S": "30",
-            "CLAWDBOT_CONNECT_TIMEOUT_S": "2",
-            "CLAWDBOT_READ_TIMEOUT_S": "20",
-            "CLAWDBOT_LOG_LEVEL": "WARNING",
-            **(env or {}),
-        }
+        full_env = gateway_env(env)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -1,0 +1,32 @@
+"""`make run` (clawdbot_site/devrun.py): the gateway's line in the Procfile it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clawdbot_site import devrun, supervisor
+from clawdbot_site.env import ConfigError
+
+
+def test_web_workers_default_to_one_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLAWDBOT_WEB_WORKERS", raising=False)
+    assert devrun.web_workers() == supervisor.available_cpus()
+    monkeypatch.setenv("CLAWDBOT_WEB_WORKERS", "3")
+    assert devrun.web_workers() == 3
+
+
+def test_a_bad_web_workers_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAWDBOT_WEB_WORKERS", "lots")
+    with pytest.raises(ConfigError, match="CLAWDBOT_WEB_WORKERS must be a number"):
+        devrun.web_workers()
+
+
+def test_the_procfile_serves_the_port_with_that_many_processes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(devrun, "VAR_DIR", tmp_path)
+    lines = devrun._procfile(with_sim=False, workers=2).read_text().splitlines()
+    web = next(line for line in lines if line.startswith("web: "))
+    assert web.endswith(f"clawdbot serve --port {devrun.PORT} --workers 2")

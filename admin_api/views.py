@@ -1,33 +1,28 @@
-"""The management API under /v1/admin: load a model profile on nodes at runtime and follow the
-load. Staff API keys or a staff admin session (see `admin_api.auth`). Every answer, errors
-included, is JSON, and every error has the OpenAI shape the /v1 data plane uses."""
+"""The first management API, under /v1/admin: load a model profile on nodes at runtime and
+follow the load. Kept, unchanged, for the scripts written against it; the same operations are
+in the /api management REST API (POST /api/profiles/{model}/load, GET /api/tasks/{id}), which
+new clients should use. Staff API keys or a staff admin session (see `admin_api.auth`); every
+error has the OpenAI shape the /v1 data plane uses."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
-import redis
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, RawPostDataException
+from django.http import RawPostDataException
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
-from kombu.exceptions import OperationalError
-from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, set_rollback
+from rest_framework.views import APIView
 
 from admin_api.auth import IsStaff, StaffApiKeyAuthentication
-from gateway.errors import NOT_RETRYABLE, GatewayError, bad_request, server_error
+from admin_api.errors import openai_exception_handler
+from gateway.errors import GatewayError, bad_request
 from gateway.validation import invalid_type, json_type_name
 from nodes.load_jobs import load_status, start_load
-from nodes.placement import LoadRequestError, resolve_load_request
-
-log = logging.getLogger(__name__)
+from nodes.placement import resolve_load_request
 
 LOAD_FIELDS = ("model", "nodes")
 
@@ -36,6 +31,7 @@ class AdminApiView(APIView):
     authentication_classes = [StaffApiKeyAuthentication, SessionAuthentication]
     permission_classes = [IsStaff]
     renderer_classes = [JSONRenderer]
+    schema = None  # not in the OpenAPI schema: /api documents these operations
     # Bodies are read as JSON whatever their Content-Type, like the data plane does, so a
     # `curl -d '{…}'` without a header works.
     parser_classes: list[Any] = []
@@ -72,17 +68,6 @@ class TaskStatusView(AdminApiView):
                 code="task_not_found",
             )
         return Response(status)
-
-
-@csrf_exempt  # it answers 404 to every method; a CSRF 403 would only hide that
-def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
-    return error_response(
-        GatewayError(
-            404,
-            f"Unknown request URL: {request.method} {request.path}.",
-            code="not_found",
-        )
-    )
 
 
 def parse_load_body(body: bytes) -> tuple[str, list[str] | None]:
@@ -134,69 +119,6 @@ def parse_load_body(body: bytes) -> tuple[str, list[str] | None]:
             "invalid_value",
         )
     return model, nodes
-
-
-def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
-    """DRF's exception handler for these views only: every failure as an OpenAI error."""
-    set_rollback()
-    return error_response(_as_error(exc, context))
-
-
-def error_response(error: GatewayError) -> HttpResponse:
-    response = HttpResponse(error.body(), status=error.status, content_type="application/json")
-    for name, value in error.headers.items():
-        response[name] = value
-    if error.status in NOT_RETRYABLE:
-        response["x-should-retry"] = "false"
-    return response
-
-
-def _as_error(exc: Exception, context: dict[str, Any]) -> GatewayError:
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, LoadRequestError):
-        return GatewayError(exc.status, exc.message, code=exc.code, param=exc.param)
-    if isinstance(exc, Http404):
-        return GatewayError(404, str(exc) or "Not found.", code="not_found")
-    if isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied(str(exc) or None)
-    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        headers = {"WWW-Authenticate": exc.auth_header} if getattr(exc, "auth_header", "") else {}
-        message = str(exc.detail)
-        if isinstance(exc, exceptions.NotAuthenticated):
-            message = (
-                "You didn't provide an API key. Send a staff key as 'Authorization: Bearer "
-                "ck-…' (clawdbot apikey create --staff), or log in to the admin as staff."
-            )
-        # DRF gives 403 when no authenticator names a scheme; ours always does, so 401.
-        return GatewayError(exc.status_code, message, code="invalid_api_key", headers=headers)
-    if isinstance(exc, exceptions.PermissionDenied):
-        return GatewayError(403, str(exc.detail), code="permission_denied")
-    if isinstance(exc, exceptions.MethodNotAllowed):
-        request, view = context.get("request"), context.get("view")
-        allowed = [m for m in getattr(view, "allowed_methods", []) if m != "OPTIONS"]
-        path = request.path if request is not None else "this URL"
-        return GatewayError(
-            405,
-            f"Method {getattr(request, 'method', '?')} is not allowed on {path}; "
-            f"use {' or '.join(allowed)}.",
-            code="method_not_allowed",
-        )
-    if isinstance(exc, exceptions.APIException):
-        detail = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
-        return GatewayError(exc.status_code, str(detail), code=exc.default_code)
-    if isinstance(exc, redis.RedisError | OperationalError):
-        log.warning("management API: Redis is not reachable: %s", exc)
-        return GatewayError(
-            503,
-            "Redis (the task queue) is not reachable; try again shortly.",
-            "server_error",
-            "service_unavailable",
-            headers={"Retry-After": "5"},
-        )
-    # The traceback goes to the log, never to the client.
-    log.exception("management API: unexpected error", exc_info=exc)
-    return server_error()
 
 
 def _body(request: Request) -> bytes:

@@ -77,6 +77,13 @@ urlpatterns = [
         api.RequestLogViewSet.as_view({"get": "retrieve"}),
         "request",
     ),
+    route("alert-channels", api.AlertChannelViewSet.as_view(COLLECTION), "alert-channels"),
+    route(
+        f"alert-channels/{NAME}/test",
+        api.AlertChannelViewSet.as_view({"post": "test"}),
+        "alert-channel-test",
+    ),
+    route(f"alert-channels/{NAME}", api.AlertChannelViewSet.as_view(ITEM), "alert-channel"),
     route(r"tasks/(?P<task_id>[^/]+)", api.TaskViewSet.as_view({"get": "retrieve"}), "task"),
     # Last: anything else under /api/ is a JSON 404, not Django's HTML page.
     re_path(r"^(?P<path>.*)$", not_found),

@@ -15,6 +15,7 @@ RESOURCES = {
     "deployments": "/api/deployments",
     "keys": "/api/keys",
     "requests": "/api/requests",
+    "alert-channels": "/api/alert-channels",
     "schema": "/api/schema",
     "docs": "/api/docs",
 }

@@ -26,6 +26,7 @@ from admin_api.errors import openai_exception_handler
 from admin_api.pagination import LimitPages, RequestLogPages
 from admin_api.requestlog_query import parse_filters
 from admin_api.serializers import (
+    AlertChannelSerializer,
     CreatedKeySerializer,
     DeploymentSerializer,
     HealEventSerializer,
@@ -36,6 +37,9 @@ from admin_api.serializers import (
     ProfileSerializer,
     RequestLogSerializer,
 )
+from alerts.events import AlertEvent
+from alerts.models import AlertChannel
+from alerts.tasks import send_alert
 from gateway.errors import GatewayError
 from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_create, apikey_revoke
@@ -409,6 +413,46 @@ class RequestLogViewSet(
                 code="not_found",
             )
         return row
+
+
+class AlertChannelViewSet(ConfigViewSet):
+    """Where alerts go: JSON webhook, Slack, WeCom robot or email."""
+
+    serializer_class = AlertChannelSerializer
+    lookup_field = "name"
+
+    def get_queryset(self) -> QuerySet[AlertChannel]:
+        return AlertChannel.objects.order_by("name")
+
+    def get_object(self) -> AlertChannel:
+        name = self.kwargs["name"]
+        channel = self.get_queryset().filter(name=name).first()
+        if channel is None:
+            raise _not_found("alert channel", name, "/api/alert-channels")
+        return channel
+
+    @extend_schema(
+        request=None,
+        responses={202: inline_serializer("Queued", {"queued": serializers.BooleanField()})},
+        summary="Send a test alert",
+    )
+    def test(self, request: Request, name: str) -> Response:
+        """Queue a test alert to this channel only, past its rate limit; the worker sends it
+        (and retries it) as it would a real one."""
+        channel = self.get_object()
+        if not channel.enabled:
+            raise GatewayError(
+                409, f"The channel {channel.name} is disabled; enable it first.", code="disabled"
+            )
+        event = AlertEvent(
+            kind="test",
+            subject="test",
+            severity="info",
+            title="Test alert from Clawdbot",
+            text=f"Sent through the management API to check channel {channel.name}.",
+        )
+        send_alert.delay(channel.pk, event.to_dict(), 0)  # an unreachable queue is a 503
+        return Response({"queued": True}, status=202)
 
 
 class TaskViewSet(Management, viewsets.ViewSet):

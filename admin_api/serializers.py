@@ -6,12 +6,14 @@ Each write runs the model's own field validators and `clean()` (the admin's and
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Model
 from rest_framework import serializers
 
+from alerts.models import AlertChannel
 from gateway.models import ApiKey, RequestLog
 from nodes.models import Deployment, HealEvent, ModelProfile, Node, ProbeRecord
 
@@ -267,3 +269,37 @@ class TaskSerializer(serializers.Serializer[Any]):
     status_url = serializers.CharField()
     model = serializers.CharField()
     nodes = serializers.ListField(child=serializers.CharField())
+
+
+class AlertChannelSerializer(StrictFields, serializers.ModelSerializer[AlertChannel]):
+    """A Slack or WeCom webhook URL is itself the secret that lets one post: `target` is
+    written, never read back; `target_hint` says where it points."""
+
+    target_hint = serializers.SerializerMethodField(
+        help_text="The target's host (webhooks) or addresses (email)."
+    )
+
+    class Meta:
+        model = AlertChannel
+        fields = (
+            "name",
+            "kind",
+            "target",
+            "target_hint",
+            "events",
+            "min_interval_s",
+            "enabled",
+            "created_at",
+        )
+        read_only_fields = ("created_at",)
+        extra_kwargs = {"target": {"write_only": True}}
+
+    def get_target_hint(self, channel: AlertChannel) -> str:
+        if channel.kind == AlertChannel.Kind.EMAIL:
+            return channel.target
+        parts = urlsplit(channel.target)
+        return f"{parts.scheme}://{parts.hostname}/…" if parts.hostname else ""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        run_model_clean(AlertChannel, self.instance, attrs)
+        return attrs

@@ -17,6 +17,7 @@ from django.urls import URLPattern, get_resolver
 from django.utils import timezone
 
 from admin_api import api_urls
+from alerts.models import AlertChannel
 from clawdbot_site import redis_keys
 from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_create
@@ -51,6 +52,7 @@ def cluster(
     make_profile: Callable[..., ModelProfile],
     deploy: Callable[[Node, ModelProfile], Deployment],
 ) -> dict[str, Any]:
+    AlertChannel.objects.create(name="ops", kind="webhook", target="https://hooks.example/x")
     node = make_node("gpu1")
     profile = make_profile("qwen3-32b")
     slashed = make_profile("Qwen/Qwen3-8B", upstream_model="Qwen/Qwen3-8B")
@@ -102,6 +104,13 @@ ENDPOINTS = [
     ("GET", "/api/requests", "requests"),
     ("GET", "/api/requests/req-1", "request"),
     ("GET", "/api/tasks/t-1", "task"),
+    ("GET", "/api/alert-channels", "alert-channels"),
+    ("POST", "/api/alert-channels", "alert-channels"),
+    ("GET", "/api/alert-channels/ops", "alert-channel"),
+    ("PUT", "/api/alert-channels/ops", "alert-channel"),
+    ("PATCH", "/api/alert-channels/ops", "alert-channel"),
+    ("DELETE", "/api/alert-channels/ops", "alert-channel"),
+    ("POST", "/api/alert-channels/ops/test", "alert-channel-test"),
 ]
 
 
@@ -627,6 +636,7 @@ def test_the_openapi_schema_documents_every_endpoint(client: Client, staff: str)
             .replace("abc", "{prefix}")
             .replace("req-1", "{request_id}")
             .replace("t-1", "{task_id}")
+            .replace("/ops", "/{name}")
         )
         assert method.lower() in paths[templated], (method, templated)
     security = schema["components"]["securitySchemes"]
@@ -639,3 +649,41 @@ def test_swagger_ui_is_served_from_our_own_static_files(admin_client: Client) ->
     html = page.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
     assert "cdn" not in html.lower()
+
+
+# --- alert channels --------------------------------------------------------------------------
+
+
+def test_alert_channels_never_show_their_webhook_url(
+    client: Client, staff: str, redis_client: redis.Redis
+) -> None:
+    secret_url = "https://hooks.slack.com/services/T000/B000/sEcReT"
+    created = call(
+        client,
+        "POST",
+        "/api/alert-channels",
+        {"name": "oncall", "kind": "slack", "target": secret_url, "events": ["node_state"]},
+        key=staff,
+    )
+    assert created.status_code == 201, created.content
+    assert "sEcReT" not in created.content.decode()
+    assert created.json()["target_hint"] == "https://hooks.slack.com/…"
+    listed = call(client, "GET", "/api/alert-channels", key=staff).content.decode()
+    assert "oncall" in listed and "sEcReT" not in listed
+    bad = call(
+        client,
+        "POST",
+        "/api/alert-channels",
+        {"name": "x", "kind": "email", "target": "not-an-address"},
+        key=staff,
+    )
+    assert bad.status_code == 400 and error_of(bad)["param"] == "target"
+    wrong_event = call(
+        client, "PATCH", "/api/alert-channels/oncall", {"events": ["nope"]}, key=staff
+    )
+    assert wrong_event.status_code == 400 and error_of(wrong_event)["param"] == "events"
+    queued = call(client, "POST", "/api/alert-channels/oncall/test", key=staff)
+    assert queued.status_code == 202 and queued.json() == {"queued": True}
+    call(client, "PATCH", "/api/alert-channels/oncall", {"enabled": False}, key=staff)
+    disabled = call(client, "POST", "/api/alert-channels/oncall/test", key=staff)
+    assert disabled.status_code == 409

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -22,6 +23,7 @@ from clawdbot_site import redis_keys
 from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_create
 from nodes.models import Deployment, ModelProfile, Node
+from tests.gateways import GatewayProcess
 from tests.simulators import SimProcess
 
 JSON = "application/json"
@@ -687,3 +689,16 @@ def test_alert_channels_never_show_their_webhook_url(
     call(client, "PATCH", "/api/alert-channels/oncall", {"enabled": False}, key=staff)
     disabled = call(client, "POST", "/api/alert-channels/oncall/test", key=staff)
     assert disabled.status_code == 409
+
+
+def test_served_by_the_real_asgi_application(gateway: GatewayProcess) -> None:
+    """Through daphne and the ASGI router: /api reaches Django, Swagger UI's files load."""
+    key = apikey_create(name="ops", staff=True).secret
+    nodes = httpx.get(f"{gateway.url}/api/nodes", headers={"authorization": f"Bearer {key}"})
+    assert nodes.status_code == 200 and nodes.json()["count"] == 0
+    anonymous = httpx.get(f"{gateway.url}/api/keys")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+    bundle = httpx.get(
+        f"{gateway.url}/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    )
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000

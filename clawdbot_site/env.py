@@ -6,6 +6,7 @@ deployment fails loudly instead of silently falling back to a default.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
@@ -98,3 +99,33 @@ def env_scores(
             )
         merged[key.strip()] = score
     return merged
+
+
+def env_list(
+    name: str, default: tuple[str, ...] = (), environ: Mapping[str, str] = os.environ
+) -> tuple[str, ...]:
+    """Comma-separated values, stripped; empty items are dropped."""
+    raw = environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def env_names_map(name: str, environ: Mapping[str, str] = os.environ) -> dict[str, tuple[str, ...]]:
+    """A JSON object of names to lists of names, e.g. `{"ml-team": ["qwen3-32b"]}`."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return {}
+    shape = f'{name} must be a JSON object of lists of names, e.g. {{"ml-team": ["qwen3-32b"]}}'
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{shape}; it is not JSON: {raw!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{shape}, got {raw!r}")
+    mapped = {}
+    for key, names in value.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{shape}; the entry {key!r} is not a list of names")
+        mapped[key] = tuple(names)
+    return mapped

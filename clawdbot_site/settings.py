@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,6 +16,8 @@ from clawdbot_site.env import (
     env_choice,
     env_float,
     env_int,
+    env_list,
+    env_names_map,
     env_scores,
     env_str,
 )
@@ -314,3 +317,106 @@ DEFAULT_FROM_EMAIL = env_str("CLAWDBOT_ALERT_FROM", "clawdbot@localhost")
 CLAWDBOT_EJECT_COOLDOWN_S = env_float("CLAWDBOT_EJECT_COOLDOWN_S", 5.0, minimum=0.1)
 CLAWDBOT_EJECT_MAX_COOLDOWN_S = env_float("CLAWDBOT_EJECT_MAX_COOLDOWN_S", 120.0, minimum=0.1)
 CLAWDBOT_TRUNCATION_RATIO = env_float("CLAWDBOT_TRUNCATION_RATIO", 0.5, minimum=0.0)
+
+# Single sign-on on /v1 (README, "Single sign-on (JWT/OIDC)"): bearer JWTs from an identity
+# provider, checked against a shared secret or its JWKS, as an alternative to Clawdbot keys.
+# Off unless CLAWDBOT_JWT_SECRET or CLAWDBOT_JWT_JWKS_URL is set.
+JWT_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+JWT_PUBLIC_KEY_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+
+
+def _jwt_secret() -> str:
+    secret = env_str("CLAWDBOT_JWT_SECRET", "")
+    if secret and len(secret) < 32:
+        raise ConfigError("CLAWDBOT_JWT_SECRET must be at least 32 characters long")
+    return secret
+
+
+def _jwks_url() -> str:
+    url = env_str("CLAWDBOT_JWT_JWKS_URL", "")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    # Whoever can alter the key set can sign any token: plain HTTP only on this host.
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise ConfigError(
+            f"CLAWDBOT_JWT_JWKS_URL must be an https:// URL (http:// only to a loopback "
+            f"address), got {url!r}"
+        )
+    return url
+
+
+CLAWDBOT_JWT_SECRET = _jwt_secret()
+CLAWDBOT_JWT_JWKS_URL = _jwks_url()
+CLAWDBOT_JWT_ENABLED = bool(CLAWDBOT_JWT_SECRET or CLAWDBOT_JWT_JWKS_URL)
+
+
+def _jwt_algorithms() -> tuple[str, ...]:
+    default = ("HS256",) * bool(CLAWDBOT_JWT_SECRET) + ("RS256",) * bool(CLAWDBOT_JWT_JWKS_URL)
+    algorithms = env_list("CLAWDBOT_JWT_ALGORITHMS", default)
+    for alg in algorithms:
+        if alg in JWT_HMAC_ALGORITHMS and not CLAWDBOT_JWT_SECRET:
+            needs = "CLAWDBOT_JWT_SECRET"
+        elif alg in JWT_PUBLIC_KEY_ALGORITHMS and not CLAWDBOT_JWT_JWKS_URL:
+            needs = "CLAWDBOT_JWT_JWKS_URL"
+        elif alg not in JWT_HMAC_ALGORITHMS + JWT_PUBLIC_KEY_ALGORITHMS:
+            raise ConfigError(
+                f"CLAWDBOT_JWT_ALGORITHMS: {alg!r} is not accepted; choose from "
+                f"{', '.join(JWT_HMAC_ALGORITHMS + JWT_PUBLIC_KEY_ALGORITHMS)}"
+            )
+        else:
+            continue
+        raise ConfigError(f"CLAWDBOT_JWT_ALGORITHMS lists {alg}, which needs {needs}")
+    for alg in set(algorithms) & set(JWT_HMAC_ALGORITHMS):
+        if len(CLAWDBOT_JWT_SECRET.encode()) < int(alg[2:]) // 8:  # as long as the hash
+            raise ConfigError(
+                f"CLAWDBOT_JWT_SECRET must be at least {int(alg[2:]) // 8} bytes long for {alg}"
+            )
+    if CLAWDBOT_JWT_SECRET and not set(algorithms) & set(JWT_HMAC_ALGORITHMS):
+        raise ConfigError("CLAWDBOT_JWT_SECRET is set but CLAWDBOT_JWT_ALGORITHMS lists no HS*")
+    if CLAWDBOT_JWT_JWKS_URL and not set(algorithms) & set(JWT_PUBLIC_KEY_ALGORITHMS):
+        raise ConfigError(
+            "CLAWDBOT_JWT_JWKS_URL is set but CLAWDBOT_JWT_ALGORITHMS lists no public-key algorithm"
+        )
+    return algorithms
+
+
+def _jwt_default_models() -> tuple[str, ...]:
+    models = env_list("CLAWDBOT_JWT_DEFAULT_MODELS", ("*",))
+    if "none" in models:
+        if len(models) > 1:
+            raise ConfigError("CLAWDBOT_JWT_DEFAULT_MODELS: 'none' cannot be listed with models")
+        return ()
+    return models
+
+
+CLAWDBOT_JWT_ALGORITHMS = _jwt_algorithms()
+CLAWDBOT_JWT_ISSUER = env_str("CLAWDBOT_JWT_ISSUER", "")
+CLAWDBOT_JWT_AUDIENCE = env_list("CLAWDBOT_JWT_AUDIENCE")
+CLAWDBOT_JWT_LEEWAY_S = env_float("CLAWDBOT_JWT_LEEWAY_S", 30.0, minimum=0.0)
+CLAWDBOT_JWT_JWKS_REFRESH_S = env_float("CLAWDBOT_JWT_JWKS_REFRESH_S", 300.0, minimum=1.0)
+CLAWDBOT_JWT_JWKS_COOLDOWN_S = env_float("CLAWDBOT_JWT_JWKS_COOLDOWN_S", 10.0, minimum=0.1)
+CLAWDBOT_JWT_SUBJECT_CLAIM = env_str("CLAWDBOT_JWT_SUBJECT_CLAIM", "sub")
+CLAWDBOT_JWT_MODELS_CLAIM = env_str("CLAWDBOT_JWT_MODELS_CLAIM", "clawdbot_models")
+CLAWDBOT_JWT_DEFAULT_MODELS = _jwt_default_models()
+CLAWDBOT_JWT_GROUPS_CLAIM = env_str("CLAWDBOT_JWT_GROUPS_CLAIM", "groups")
+CLAWDBOT_JWT_GROUP_MODELS = env_names_map("CLAWDBOT_JWT_GROUP_MODELS")
+CLAWDBOT_JWT_RPM_CLAIM = env_str("CLAWDBOT_JWT_RPM_CLAIM", "clawdbot_rpm")
+CLAWDBOT_JWT_TPM_CLAIM = env_str("CLAWDBOT_JWT_TPM_CLAIM", "clawdbot_tpm")
+CLAWDBOT_JWT_DEFAULT_RPM = env_int("CLAWDBOT_JWT_DEFAULT_RPM", 0, minimum=0)
+CLAWDBOT_JWT_DEFAULT_TPM = env_int("CLAWDBOT_JWT_DEFAULT_TPM", 0, minimum=0)
+if CLAWDBOT_JWT_JWKS_URL and not (CLAWDBOT_JWT_ISSUER and CLAWDBOT_JWT_AUDIENCE):
+    # An identity provider's keys sign tokens for every application it serves: only the
+    # issuer and the audience say that a token was meant for this gateway.
+    raise ConfigError("CLAWDBOT_JWT_JWKS_URL needs CLAWDBOT_JWT_ISSUER and CLAWDBOT_JWT_AUDIENCE")
+if not CLAWDBOT_JWT_ENABLED:
+    for _name in sorted(os.environ):
+        if _name.startswith("CLAWDBOT_JWT_") and os.environ[_name]:
+            raise ConfigError(
+                f"{_name} is set, but single sign-on is off: set CLAWDBOT_JWT_SECRET or "
+                "CLAWDBOT_JWT_JWKS_URL"
+            )

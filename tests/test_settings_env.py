@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from clawdbot_site.env import ConfigError, env_bool, env_choice, env_float, env_int
+from clawdbot_site.env import (
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_names_map,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +99,66 @@ def test_gpu_scores_merge_over_the_defaults() -> None:
         env_scores("S", {}, {"S": "H200:500"})
     with pytest.raises(ConfigError):
         env_scores("S", {}, {"S": "H200=-1"})
+
+
+def test_env_lists_and_name_maps() -> None:
+    assert env_list("L", ("*",), {}) == ("*",)
+    assert env_list("L", (), {"L": " a, b ,,c "}) == ("a", "b", "c")
+    assert env_names_map("M", {"M": '{"ml": ["a", "b"], "all": ["*"]}'}) == {
+        "ml": ("a", "b"),
+        "all": ("*",),
+    }
+    assert env_names_map("M", {}) == {}
+    for bad in ("ml=a", '["a"]', '{"ml": "a"}', '{"ml": [1]}', '{"ml": [""]}'):
+        with pytest.raises(ConfigError, match="M must be a JSON object of lists of names"):
+            env_names_map("M", {"M": bad})
+
+
+SSO = {"CLAWDBOT_JWT_SECRET": "s" * 32}
+IDP = {
+    "CLAWDBOT_JWT_JWKS_URL": "https://idp.example.com/jwks",
+    "CLAWDBOT_JWT_ISSUER": "https://idp.example.com/",
+    "CLAWDBOT_JWT_AUDIENCE": "clawdbot",
+}
+
+
+@pytest.mark.slow  # a real process per case
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CLAWDBOT_JWT_ISSUER": "x"}, "CLAWDBOT_JWT_ISSUER is set, but single sign-on is off"),
+        ({"CLAWDBOT_JWT_SECRET": "short"}, "CLAWDBOT_JWT_SECRET must be at least 32 characters"),
+        (
+            {**SSO, "CLAWDBOT_JWT_ALGORITHMS": "HS256,none"},
+            "CLAWDBOT_JWT_ALGORITHMS: 'none' is not accepted",
+        ),
+        (
+            {**SSO, "CLAWDBOT_JWT_ALGORITHMS": "RS256"},
+            "CLAWDBOT_JWT_ALGORITHMS lists RS256, which needs CLAWDBOT_JWT_JWKS_URL",
+        ),
+        (
+            {**SSO, "CLAWDBOT_JWT_ALGORITHMS": "HS512"},
+            "CLAWDBOT_JWT_SECRET must be at least 64 bytes long for HS512",
+        ),
+        (
+            {**IDP, "CLAWDBOT_JWT_JWKS_URL": "http://idp.example.com/jwks"},
+            "CLAWDBOT_JWT_JWKS_URL must be an https:// URL",
+        ),
+        (
+            {"CLAWDBOT_JWT_JWKS_URL": "https://idp.example.com/jwks"},
+            "CLAWDBOT_JWT_JWKS_URL needs CLAWDBOT_JWT_ISSUER and CLAWDBOT_JWT_AUDIENCE",
+        ),
+        ({**SSO, "CLAWDBOT_JWT_GROUP_MODELS": "ml=a"}, "CLAWDBOT_JWT_GROUP_MODELS must be"),
+    ],
+)
+def test_single_sign_on_settings_refuse_to_start_when_wrong(
+    env: dict[str, str], message: str
+) -> None:
+    result = _check(env)
+    assert result.returncode != 0 and message in result.stderr
+
+
+@pytest.mark.slow  # a real process
+def test_single_sign_on_settings_that_start() -> None:
+    result = _check({**SSO, **IDP, "CLAWDBOT_JWT_DEFAULT_MODELS": "none"})
+    assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TEST_REDIS_SOCKET := var/redis-test.sock
 
-.PHONY: run test test-fast lint typecheck bench clean
+.PHONY: run test test-fast scale-test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -37,6 +37,18 @@ endif
 # The pure tests alone (no database, Redis or processes): seconds, for the edit-test loop.
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
+
+# Scale-out: two gateway processes on one Redis and database (rate limits, node slots and
+# queues, /metrics, config propagation, a process killed mid-load) and `clawdbot serve
+# --workers N` itself. Part of `make test` too.
+SCALE_TESTS := tests/test_scale_out.py tests/test_supervisor.py
+scale-test: $(STAMP)
+ifdef REDIS_URL
+	$(BIN)/pytest -v $(SCALE_TESTS)
+else
+	@mkdir -p var
+	$(BIN)/python -m clawdbot_site.embedded_redis $(TEST_REDIS_SOCKET) -- $(BIN)/pytest -v $(SCALE_TESTS)
+endif
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

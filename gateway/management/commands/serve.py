@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,15 +37,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--production",
             action="store_true",
-            help="run with CLAWDBOT_MODE=production (requires CLAWDBOT_SECRET_KEY)",
+            help="run with CLAWDBOT_MODE=production (requires CLAWDBOT_SECRET_KEY); in "
+            "production the readiness checklist must pass before the port opens",
+        )
+        parser.add_argument(
+            "--skip-readiness",
+            action="store_true",
+            help="production only, for incidents: start although the checklist would fail "
+            "(a warning is logged)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         env = dict(os.environ)
         if options["production"]:
             env["CLAWDBOT_MODE"] = "production"
+        if env.get("CLAWDBOT_MODE") == "production":
+            self._readiness_gate(env, skip=options["skip_readiness"])
         host, port, workers = options["host"], options["port"], options["workers"]
-        daphne = [sys.executable, "-m", "daphne", "--proxy-headers"]
+        # Django's own --verbosity, passed on: 0 turns daphne's access log off.
+        verbosity = str(min(int(options["verbosity"]), 2))
+        daphne = [sys.executable, "-m", "daphne", "--proxy-headers", "-v", verbosity]
         app = "clawdbot_site.asgi:application"
         if workers == 1:
             self.stdout.write(f"serving on http://{host}:{port}/")
@@ -67,3 +79,33 @@ class Command(BaseCommand):
             sock.close()
         if code:
             raise CommandError("gateway processes could not start; see their output above")
+
+    def _readiness_gate(self, env: dict[str, str], *, skip: bool) -> None:
+        """Production refuses to open its port until the readiness checklist passes. The
+        checklist runs in a process of its own with the production environment (this one
+        may have been started without it: `serve --production`)."""
+        if skip:
+            self.stderr.write(
+                "WARNING: production mode started with --skip-readiness: the readiness "
+                "checklist was not run."
+            )
+            return
+        self.stdout.write("production mode: running the readiness checklist first")
+        self.stdout.flush()
+        code = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "clawdbot_site.cli",
+                "readiness",
+                "--trigger",
+                "serve --production",
+            ],
+            env=env,
+        )
+        if code != 0:
+            raise CommandError(
+                "production mode refuses to start: the readiness checklist failed (above). "
+                "Fix what it names, or during an incident start with --skip-readiness.",
+                returncode=1,
+            )

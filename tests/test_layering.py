@@ -1,6 +1,6 @@
 """The layout's rules, checked on every import statement (late imports inside functions too):
-the control plane never imports the data plane, our wire-protocol engines and the simulator
-stand alone. A wrong-way import fails here, naming the file and line."""
+the control plane never imports the data plane, our wire-protocol engines, the simulator and
+the load generator stand alone. A wrong-way import fails here, naming the file and line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ PROJECT = (
     "dashboard",
     "simulator",
     "wire",
+    "loadgen",
 )
 
 # package → the top-level packages it must never import
@@ -30,6 +31,8 @@ FORBIDDEN = {
     "alerts": {"gateway", "nodes", "admin_api", "configfile", "dashboard"},
     "wire": {*PROJECT, "django", "rest_framework", "channels", "celery"} - {"wire"},
     "simulator": {*PROJECT, "django", "rest_framework", "channels", "celery"} - {"simulator"},
+    # A client tool: runs from any machine that can reach the gateway.
+    "loadgen": {*PROJECT, "django", "rest_framework", "channels", "celery"} - {"loadgen"},
 }
 
 

@@ -16,7 +16,8 @@ SLOTS = "slots:"  # sorted set per node: lease id → expiry (ms); a member is a
 QUEUE = "queue:"  # sorted set per node: lease id → expiry of its place in the queue
 QUEUE_ORDER = "qorder:"  # sorted set per node: lease id → arrival, for first come first served
 EJECTION = "eject:"  # hash per node: fails (the current run), until (ms), count (ejections)
-RATE_WINDOW = "rl:"  # counters rl:r:<key id>:<minute> (requests), rl:t:<...> (tokens)
+RATE_WINDOW = "rl:"  # counters rl:r:<key id>:<minute> (requests), rl:t:<...> (tokens);
+# a single sign-on principal's id is jwt:<digest of issuer and subject> (gateway.sso)
 FREED = "freed:"  # pub/sub channel per node: a slot freed while requests queue there
 
 

@@ -121,6 +121,7 @@ class RequestLogAdmin(admin.ModelAdmin):
         "request_id",
         "endpoint",
         "key_prefix",
+        "subject",
         "model",
         "node",
         "status",
@@ -136,7 +137,7 @@ class RequestLogAdmin(admin.ModelAdmin):
     # No filter that lists a column's distinct values (nor a date hierarchy): each would scan
     # the whole table, which grows by a row a request, on every page.
     list_filter = (StatusClassFilter, "stream", "prompt_truncated")
-    search_fields = ("request_id", "key_prefix", "model", "node", "error_code")
+    search_fields = ("request_id", "key_prefix", "subject", "model", "node", "error_code")
     list_per_page = 100
     # The table grows by a row a request: no COUNT(*) over it for the paginator.
     show_full_result_count = False

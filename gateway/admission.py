@@ -306,7 +306,7 @@ class Admission:
         *,
         lease: str,
         routes: tuple[Route, ...] | list[Route],
-        key_id: int | None,
+        key_id: int | str | None,
         rpm: int | None,
         tpm: int | None,
         estimated_tokens: int,
@@ -350,7 +350,7 @@ class Admission:
         lease: Lease | None,
         *,
         outcome: Outcome,
-        key_id: int | None = None,
+        key_id: int | str | None = None,
         token_delta: int = 0,
         record: list[Any] | None = None,
     ) -> int:

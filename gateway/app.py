@@ -38,7 +38,8 @@ from gateway.http import (
 from gateway.proxy import Proxy
 from gateway.records import close_exchange
 from gateway.runtime import Runtime, get_runtime
-from gateway.snapshot import KeyView, Snapshot
+from gateway.snapshot import Snapshot
+from gateway.sso import Caller
 from gateway.validation import parse_body
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class GatewayApp:
             log.warning("%s: not recorded, no routing snapshot: %s", ex.request_id, exc)
             return
         if ex.key is None:
-            ex.key = _valid_key(scope, rt.snapshot)
+            ex.key = await _valid_key(scope, rt)
         await close_exchange(rt, ex)
 
     async def generation(
@@ -204,7 +205,9 @@ class GatewayApp:
         try:
             rt = await get_runtime()
             snapshot = rt.snapshot
-            ex.key = authenticate(header(scope, b"authorization"), snapshot, settings.SECRET_KEY)
+            ex.key = await authenticate(
+                header(scope, b"authorization"), snapshot, settings.SECRET_KEY, rt.tokens
+            )
             payload = parse_body(body)
             request = prepare(endpoint, payload, snapshot, ex)
             await Proxy(rt, send).run(ex, snapshot.routable(ex.served_model), request)
@@ -248,7 +251,9 @@ class GatewayApp:
             await send_error(send, _config_unavailable(ex.request_id, exc), ex.base_headers())
             return
         try:
-            key = authenticate(header(scope, b"authorization"), rt.snapshot, settings.SECRET_KEY)
+            key = await authenticate(
+                header(scope, b"authorization"), rt.snapshot, settings.SECRET_KEY, rt.tokens
+            )
             ex.key = key
             body = _models_answer(rt.snapshot, key, path, ex)
         except GatewayError as error:
@@ -321,15 +326,18 @@ def _config_unavailable(request_id: str, exc: Exception) -> GatewayError:
     )
 
 
-def _valid_key(scope: dict[str, Any], snapshot: Snapshot) -> KeyView | None:
-    """The request's key if it is valid, so the log says who sent a refused request."""
+async def _valid_key(scope: dict[str, Any], rt: Runtime) -> Caller | None:
+    """The request's key or token if it is valid, so the log says who sent a refused
+    request."""
     try:
-        return authenticate(header(scope, b"authorization"), snapshot, settings.SECRET_KEY)
+        return await authenticate(
+            header(scope, b"authorization"), rt.snapshot, settings.SECRET_KEY, rt.tokens
+        )
     except GatewayError:
         return None
 
 
-def _models_answer(snapshot: Snapshot, key: KeyView, path: str, ex: Exchange) -> bytes:
+def _models_answer(snapshot: Snapshot, key: Caller, path: str, ex: Exchange) -> bytes:
     """The model list or one model's card: only models the key may use."""
     cards = {
         p.model_id: _model_card(p) for p in snapshot.profiles.values() if key.may_use(p.model_id)

@@ -12,7 +12,7 @@ from gateway.http import Headers
 from gateway.ids import new_id
 from gateway.leases import Lease
 from gateway.node_faults import Outcome
-from gateway.snapshot import KeyView
+from gateway.sso import Caller
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     wall: float = field(default_factory=time.time)
     request_id: str = field(default_factory=lambda: "req-" + new_id())
-    key: KeyView | None = None
+    key: Caller | None = None  # a Clawdbot key, or a token's principal
     model: str = ""  # as the client asked
     served_model: str = ""  # the profile that served it
     stream: bool = False

@@ -102,6 +102,12 @@ class RequestLog(models.Model):
     created_at = models.DateTimeField(db_index=True)
     endpoint = models.CharField(max_length=40)
     key_prefix = models.CharField(max_length=16, blank=True, db_index=True)
+    subject = models.CharField(
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text="Who a single sign-on token was for (its subject claim); empty for API keys.",
+    )
     model = models.CharField(max_length=128, blank=True, db_index=True)
     served_model = models.CharField(
         max_length=128, blank=True, help_text="The profile that answered (after a downgrade)."

@@ -11,6 +11,7 @@ from gateway.accounting import token_correction
 from gateway.exchange import Exchange
 from gateway.request_log import MESSAGE_LIMIT, LogEntry
 from gateway.runtime import Runtime
+from gateway.sso import TokenPrincipal
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         ts=ex.wall,
         endpoint=ex.endpoint,
         key_prefix=ex.key.prefix if ex.key else "",
+        subject=ex.key.subject if isinstance(ex.key, TokenPrincipal) else "",
         model=ex.model,
         served_model=ex.served_model,
         node=ex.node,

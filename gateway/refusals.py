@@ -10,13 +10,14 @@ from gateway.admission import Verdict
 from gateway.errors import GatewayError, upstream_unavailable
 from gateway.http import Headers, encode_headers
 from gateway.snapshot import KeyView
+from gateway.sso import Caller
 
 # The longest Retry-After we ask a client to honour; longer waits say "do not retry".
 MAX_RETRY_AFTER_S = 120
 TOO_LARGE = -2  # Verdict.retry_after_ms when the request alone exceeds the key's budget
 
 
-def rate_headers(key: KeyView, verdict: Verdict) -> Headers:
+def rate_headers(key: Caller, verdict: Verdict) -> Headers:
     """The key's limits and what remains of them, on every answer to an admitted request."""
     headers = []
     if key.rpm_limit:
@@ -32,13 +33,17 @@ def rate_headers(key: KeyView, verdict: Verdict) -> Headers:
     return encode_headers(headers)
 
 
-def rate_limited(key: KeyView, verdict: Verdict) -> GatewayError:
+def _holder(key: Caller) -> str:
+    return "this key" if isinstance(key, KeyView) else "this token's subject"
+
+
+def rate_limited(key: Caller, verdict: Verdict) -> GatewayError:
     kind = "requests" if verdict.status == "rate_requests" else "tokens"
     limit = key.rpm_limit if kind == "requests" else key.tpm_limit
     if verdict.retry_after_ms == TOO_LARGE:
         return GatewayError(
             429,
-            f"Request too large: it needs more tokens than this key's limit of {limit} "
+            f"Request too large: it needs more tokens than {_holder(key)}'s limit of {limit} "
             "tokens per minute allows. Shorten the prompt or max_tokens.",
             "tokens",
             "rate_limit_exceeded",
@@ -57,7 +62,7 @@ def rate_limited(key: KeyView, verdict: Verdict) -> GatewayError:
         headers["x-should-retry"] = "false"
     return GatewayError(
         429,
-        f"Rate limit reached for this key: {limit} {kind} per minute. "
+        f"Rate limit reached for {_holder(key)}: {limit} {kind} per minute. "
         f"Please try again in {seconds}s.",
         kind,
         "rate_limit_exceeded",
@@ -66,7 +71,7 @@ def rate_limited(key: KeyView, verdict: Verdict) -> GatewayError:
     )
 
 
-def refusal(verdict: Verdict, key: KeyView, model: str) -> GatewayError | None:
+def refusal(verdict: Verdict, key: Caller, model: str) -> GatewayError | None:
     """The error for a verdict that admits nothing; None for ok and queued."""
     if verdict.status in ("rate_requests", "rate_tokens"):
         return rate_limited(key, verdict)

@@ -21,6 +21,7 @@ FLUSH_LOCK = redis_keys.REQUEST_LOG_FLUSH_LOCK
 REJECTED = redis_keys.REQUEST_LOG_REJECTED
 REJECTED_KEPT = 10_000
 TEXT_LIMIT = 128  # the short text columns' max_length
+SUBJECT_LIMIT = 255
 MESSAGE_LIMIT = 500
 
 
@@ -29,7 +30,8 @@ class LogEntry:
     request_id: str
     ts: float  # unix seconds: the row's created_at
     endpoint: str
-    key_prefix: str
+    key_prefix: str  # empty for a single sign-on token
+    subject: str  # a single sign-on token's subject; empty for a key
     model: str  # as the client asked (any string: clipped when stored)
     served_model: str
     node: str
@@ -74,6 +76,7 @@ def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:
     row = {f: entry.get(f) for f in FIELDS if f != "ts"}
     for text_field in _TEXT:
         row[text_field] = _text(row[text_field])[:TEXT_LIMIT]
+    row["subject"] = _text(row["subject"])[:SUBJECT_LIMIT]
     row["request_id"] = _text(row["request_id"])
     row["endpoint"] = _text(row["endpoint"])
     row["error_message"] = _text(row["error_message"])[:MESSAGE_LIMIT]

@@ -19,6 +19,7 @@ from django.db import close_old_connections, connection
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
+from gateway.auth import TokenVerifier
 from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
 from gateway.selectors import build_snapshot
@@ -46,6 +47,7 @@ class Runtime:
     snapshot_error: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     signals: QueueSignals = field(default_factory=QueueSignals)
+    tokens: TokenVerifier | None = None  # single sign-on, when configured
 
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
@@ -101,7 +103,12 @@ async def get_runtime() -> Runtime:
             except Exception as exc:  # Redis down: requests will say so; scripts load later
                 log.warning("could not load admission scripts: %s", exc)
             runtime = Runtime(
-                redis=client, http=http, admission=admission, snapshot=snapshot, base=snapshot
+                redis=client,
+                http=http,
+                admission=admission,
+                snapshot=snapshot,
+                base=snapshot,
+                tokens=TokenVerifier.from_settings(settings),
             )
             try:
                 runtime.snapshot = reweigh(snapshot, await _live(client, snapshot))
@@ -109,6 +116,8 @@ async def get_runtime() -> Runtime:
                 log.warning("no live telemetry yet: %s", exc)
             runtime.tasks.append(asyncio.create_task(_refresh_forever(runtime)))
             runtime.tasks.append(asyncio.create_task(_renew_forever(runtime)))
+            if runtime.tokens is not None and runtime.tokens.jwks is not None:
+                runtime.tasks.append(asyncio.create_task(runtime.tokens.jwks.run_forever()))
             _runtime = runtime
     return _runtime
 

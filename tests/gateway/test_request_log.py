@@ -15,6 +15,7 @@ ENTRY = LogEntry(
     ts=1_700_000_000.5,
     endpoint="chat",
     key_prefix="abc",
+    subject="",
     model="qwen3-32b",
     served_model="qwen3-32b",
     node="gpu1",

@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.errors import GatewayError, upstream_unavailable
 from gateway.jwks import Jwks
-from gateway.keys import digest_matches, display_key, parse_key
+from gateway.keys import KEY_SCHEME, digest_matches, display_key, parse_key
 from gateway.snapshot import KeyView, Snapshot
 from gateway.sso import (
     Caller,
@@ -25,6 +25,7 @@ from gateway.sso import (
 )
 
 VERIFIED_TOKENS_KEPT = 10_000
+KEY_PREFIX = KEY_SCHEME + "-"  # a bearer starting so is a key, whatever else it looks like
 
 
 def _invalid(message: str) -> GatewayError:
@@ -46,7 +47,7 @@ async def authenticate(
     raw = raw.strip()
     if scheme.lower() != "bearer" or not raw:
         raise _invalid("The Authorization header must look like 'Bearer ck-…'.")
-    if tokens is not None and looks_like_jwt(raw):
+    if tokens is not None and not raw.startswith(KEY_PREFIX) and looks_like_jwt(raw):
         return await tokens.verify(raw)
     return _key(raw, snapshot, pepper)
 

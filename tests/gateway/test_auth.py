@@ -46,8 +46,9 @@ async def test_keys_take_their_own_path_with_single_sign_on_on_or_off() -> None:
     for tokens in (None, verifier()):
         key = await authenticate(bearer(RAW_KEY), SNAPSHOT, PEPPER, tokens)
         assert isinstance(key, KeyView) and key.prefix == PREFIX
-        error = await refused(RAW_KEY[:-1] + "x", tokens)
-        assert "Incorrect API key provided" in error.message
+        for wrong in (RAW_KEY[:-1] + "x", "ck-abc.def.ghi"):
+            error = await refused(wrong, tokens)
+            assert "Incorrect API key provided" in error.message
 
 
 async def test_a_token_is_an_unknown_key_while_single_sign_on_is_off() -> None:

@@ -154,7 +154,7 @@ def main(
         max_ttft_p95_s=args.max_ttft_p95,
     )
     url = v1_url(args.url)
-    display = _Display(err)
+    display = ProgressDisplay(err)
     try:
         summary = run_load_sync(
             args.url,
@@ -206,7 +206,7 @@ def main(
     return EXIT_THRESHOLD if failed else EXIT_OK
 
 
-class _Display:
+class ProgressDisplay:
     """Progress on stderr: a bar redrawn in place on a terminal, else a line now and then."""
 
     def __init__(self, stream: TextIO) -> None:

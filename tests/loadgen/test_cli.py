@@ -4,10 +4,13 @@ network; the runs themselves are in tests/nodes/test_loadtest_command.py."""
 from __future__ import annotations
 
 import argparse
+import io
 
 import pytest
 
-from loadgen.cli import main, parse_duration, parse_rate
+from loadgen.cli import PLAIN_PROGRESS_EVERY_S, ProgressDisplay, main, parse_duration, parse_rate
+from loadgen.report import progress_bar, progress_line
+from loadgen.runner import Progress
 
 
 @pytest.mark.parametrize(
@@ -65,3 +68,33 @@ def test_bad_arguments_exit_2_and_say_why(
         main(argv)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+PROGRESS = Progress(done=5, errors=0, in_flight=2, elapsed_s=1.0, total=10, duration_s=None)
+
+
+def test_a_terminal_gets_a_bar_redrawn_in_place() -> None:
+    terminal = Terminal()
+    display = ProgressDisplay(terminal)
+    display.show(PROGRESS)
+    display.show(PROGRESS)
+    display.end()
+    bar = "\r\x1b[K" + progress_bar(PROGRESS)
+    assert terminal.getvalue() == bar + bar + "\n"
+
+
+def test_a_pipe_gets_a_line_every_few_seconds() -> None:
+    pipe = io.StringIO()
+    display = ProgressDisplay(pipe)
+    display.show(PROGRESS)
+    assert pipe.getvalue() == ""
+    display.last_line -= PLAIN_PROGRESS_EVERY_S
+    display.show(PROGRESS)
+    display.show(PROGRESS)
+    display.end()
+    assert pipe.getvalue() == progress_line(PROGRESS) + "\n"

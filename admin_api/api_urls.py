@@ -84,6 +84,22 @@ urlpatterns = [
         "alert-channel-test",
     ),
     route(f"alert-channels/{NAME}", api.AlertChannelViewSet.as_view(ITEM), "alert-channel"),
+    route("readiness/runs", api.ReadinessRunViewSet.as_view(COLLECTION), "readiness-runs"),
+    route(
+        r"readiness/runs/(?P<pk>\d+)",
+        api.ReadinessRunViewSet.as_view({"get": "retrieve"}),
+        "readiness-run",
+    ),
+    route(
+        "readiness/checks", api.ReadinessCheckViewSet.as_view({"get": "list"}), "readiness-checks"
+    ),
+    route(
+        r"readiness/checks/(?P<key>[^/]+)",
+        api.ReadinessCheckViewSet.as_view(
+            {"get": "retrieve", "put": "update", "patch": "partial_update"}
+        ),
+        "readiness-check",
+    ),
     route(r"tasks/(?P<task_id>[^/]+)", api.TaskViewSet.as_view({"get": "retrieve"}), "task"),
     # Last: anything else under /api/ is a JSON 404, not Django's HTML page.
     re_path(r"^(?P<path>.*)$", not_found),

@@ -16,6 +16,7 @@ RESOURCES = {
     "keys": "/api/keys",
     "requests": "/api/requests",
     "alert-channels": "/api/alert-channels",
+    "readiness": "/api/readiness/runs",
     "schema": "/api/schema",
     "docs": "/api/docs",
 }

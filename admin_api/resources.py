@@ -35,6 +35,8 @@ from admin_api.serializers import (
     NodeSerializer,
     ProbeSerializer,
     ProfileSerializer,
+    ReadinessCheckSerializer,
+    ReadinessRunSerializer,
     RequestLogSerializer,
 )
 from alerts.events import AlertEvent
@@ -49,6 +51,9 @@ from nodes.models import Deployment, ModelProfile, Node
 from nodes.placement import resolve_load_request
 from nodes.probe_runner import probe_and_record
 from nodes.services import nodes_set_draining
+from readiness.models import ReadinessCheck, ReadinessRun
+from readiness.runner import sync_catalog
+from readiness.services import queue_run
 
 
 class AnyJsonParser(JSONParser):
@@ -453,6 +458,61 @@ class AlertChannelViewSet(ConfigViewSet):
         )
         send_alert.delay(channel.pk, event.to_dict(), 0)  # an unreachable queue is a 503
         return Response({"queued": True}, status=202)
+
+
+class ReadinessRunViewSet(
+    Management,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """Readiness checklist runs, newest first, each with its checks' results and reasons."""
+
+    serializer_class = ReadinessRunSerializer
+
+    def get_queryset(self) -> QuerySet[ReadinessRun]:
+        return ReadinessRun.objects.prefetch_related("results").order_by("-started_at")
+
+    def get_object(self) -> ReadinessRun:
+        pk = self.kwargs["pk"]
+        run = self.get_queryset().filter(pk=pk).first()
+        if run is None:
+            raise _not_found("readiness run", pk, "/api/readiness/runs")
+        return run
+
+    @extend_schema(request=None, responses={202: ReadinessRunSerializer}, summary="Run now")
+    def create(self, request: Request) -> Response:
+        """Start a run on a worker; poll the answer's `url` until `state` is not running."""
+        who = request.user.get_username() if request.user.is_authenticated else "staff key"
+        run = queue_run(f"api ({who})"[:40])
+        url = reverse("api:readiness-run", args=[run.pk])
+        return Response(
+            {**ReadinessRunSerializer(run).data, "url": url}, status=202, headers={"Location": url}
+        )
+
+
+class ReadinessCheckViewSet(
+    Management,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """The checks; only `enabled` can change (a disabled check is skipped)."""
+
+    serializer_class = ReadinessCheckSerializer
+    lookup_field = "key"
+
+    def get_queryset(self) -> QuerySet[ReadinessCheck]:
+        sync_catalog()
+        return ReadinessCheck.objects.order_by("position")
+
+    def get_object(self) -> ReadinessCheck:
+        key = self.kwargs["key"]
+        check = self.get_queryset().filter(key=key).first()
+        if check is None:
+            raise _not_found("readiness check", key, "/api/readiness/checks")
+        return check
 
 
 class TaskViewSet(Management, viewsets.ViewSet):

@@ -16,6 +16,7 @@ from rest_framework import serializers
 from alerts.models import AlertChannel
 from gateway.models import ApiKey, RequestLog
 from nodes.models import Deployment, HealEvent, ModelProfile, Node, ProbeRecord
+from readiness.models import ReadinessCheck, ReadinessResult, ReadinessRun
 
 
 def run_model_clean(model: type[Model], instance: Model | None, attrs: dict[str, Any]) -> None:
@@ -303,3 +304,24 @@ class AlertChannelSerializer(StrictFields, serializers.ModelSerializer[AlertChan
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         run_model_clean(AlertChannel, self.instance, attrs)
         return attrs
+
+
+class ReadinessCheckSerializer(StrictFields, serializers.ModelSerializer[ReadinessCheck]):
+    class Meta:
+        model = ReadinessCheck
+        fields = ("key", "title", "description", "enabled")
+        read_only_fields = ("key", "title", "description")
+
+
+class ReadinessResultSerializer(serializers.ModelSerializer[ReadinessResult]):
+    class Meta:
+        model = ReadinessResult
+        fields = ("check_key", "title", "status", "reason", "details", "duration_ms")
+
+
+class ReadinessRunSerializer(serializers.ModelSerializer[ReadinessRun]):
+    results = ReadinessResultSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ReadinessRun
+        fields = ("id", "state", "trigger", "started_at", "finished_at", "gateway_url", "results")

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "admin_api",
     "configfile",
     "alerts",
+    "readiness",
     "dashboard",
 ]
 
@@ -420,3 +421,21 @@ if not CLAWDBOT_JWT_ENABLED:
                 f"{_name} is set, but single sign-on is off: set CLAWDBOT_JWT_SECRET or "
                 "CLAWDBOT_JWT_JWKS_URL"
             )
+
+# The readiness checklist (`clawdbot readiness`, and the gate of `serve --production`).
+CLAWDBOT_READY_MAX_GPU_MEMORY_PCT = env_float(
+    "CLAWDBOT_READY_MAX_GPU_MEMORY_PCT", 85.0, minimum=1.0
+)
+CLAWDBOT_READY_SMOKE_REQUESTS = env_int("CLAWDBOT_READY_SMOKE_REQUESTS", 100, minimum=1)
+CLAWDBOT_READY_SMOKE_MAX_TOKENS = env_int("CLAWDBOT_READY_SMOKE_MAX_TOKENS", 16, minimum=1)
+CLAWDBOT_READY_MAX_ERROR_RATE = env_float("CLAWDBOT_READY_MAX_ERROR_RATE", 0.005, minimum=0.0)
+if CLAWDBOT_READY_MAX_GPU_MEMORY_PCT > 100 or CLAWDBOT_READY_MAX_ERROR_RATE > 1:
+    raise ConfigError(
+        "CLAWDBOT_READY_MAX_GPU_MEMORY_PCT is a percentage (at most 100) and "
+        "CLAWDBOT_READY_MAX_ERROR_RATE a fraction (at most 1)"
+    )
+# P95 limits by GPU class: cards under 40 GB (24 GB class) and cards of 40 GB and up.
+CLAWDBOT_READY_P95_SMALL_GPU_S = env_float("CLAWDBOT_READY_P95_SMALL_GPU_S", 4.5, minimum=0.01)
+CLAWDBOT_READY_P95_LARGE_GPU_S = env_float("CLAWDBOT_READY_P95_LARGE_GPU_S", 2.8, minimum=0.01)
+# Model storage shared by the GPU hosts (NFS, say), checked readable and writable; empty: none.
+CLAWDBOT_SHARED_MODEL_DIR = env_str("CLAWDBOT_SHARED_MODEL_DIR", "")

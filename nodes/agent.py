@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -70,12 +72,16 @@ class WarmOutcome(TypedDict):
 
 @shared_task(name="nodes.agent.collect_telemetry", soft_time_limit=10, time_limit=15)
 def collect_telemetry(
-    node_name: str, ttl_s: float = telemetry_store.TELEMETRY_TTL_S
+    node_name: str, ttl_s: float = telemetry_store.TELEMETRY_TTL_S, restart_command: str = ""
 ) -> TelemetrySummary:
-    """Read the GPUs and publish the reading; a host without NVML publishes why instead."""
+    """Read the GPUs and publish the reading; a host without NVML publishes why instead.
+    With the node's restart command, the reading also says whether its program is here and
+    executable (the readiness checklist asks; only this host can tell)."""
     telemetry_store.heartbeat(node_name)
     nvml, _source = telemetry.nvml_from_env()
-    reading = telemetry.read(nvml)
+    reading: dict[str, Any] = dict(telemetry.read(nvml))
+    if restart_command.strip():
+        reading["restart_command"] = command_program_report(restart_command)
     telemetry_store.publish(node_name, reading, ttl_s=ttl_s)
     summary = telemetry_store.summarise(reading)
     return {
@@ -171,6 +177,36 @@ def wait_until_answers(base_url: str, api_kind: str, wait_s: float) -> bool:
         # Backoff: a quick comeback is noticed quickly, a slow model load is not hammered.
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 5.0)
+
+
+def command_program_report(command: str) -> dict[str, Any]:
+    """Whether the program a restart command starts with is on this host and executable:
+    `systemctl restart ollama` → systemctl found on PATH. Leading VAR=value words are
+    skipped, as the shell does."""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        return {
+            "program": command,
+            "path": None,
+            "found": False,
+            "executable": False,
+            "error": f"cannot parse the command: {exc}",
+        }
+    program = next((w for w in words if not _is_assignment(w)), "")
+    path = program if "/" in program else shutil.which(program) or ""
+    found = bool(program) and os.path.isfile(path)
+    return {
+        "program": program,
+        "path": path or None,
+        "found": found,
+        "executable": found and os.access(path, os.X_OK),
+    }
+
+
+def _is_assignment(word: str) -> bool:
+    name, equals, _ = word.partition("=")
+    return bool(equals) and name.isidentifier()
 
 
 def run_command(command: str, *, timeout_s: float) -> tuple[int | None, str, str]:

@@ -205,13 +205,14 @@ def record_heal_failure(event_id: int) -> None:
 @shared_task(ignore_result=True, soft_time_limit=10, time_limit=15)
 def dispatch_telemetry() -> int:
     """Ask every node with a live agent for a GPU reading (the agent publishes it to Redis)."""
-    names = list(Node.objects.filter(enabled=True).values_list("name", flat=True))
-    alive = telemetry_store.agents_alive(names)
+    commands = dict(Node.objects.filter(enabled=True).values_list("name", "restart_command"))
+    alive = telemetry_store.agents_alive(commands)
     expires = settings.CLAWDBOT_TELEMETRY_INTERVAL_S * 0.9
     for name in sorted(alive):
         app.send_task(
             "nodes.agent.collect_telemetry",
             args=[name],
+            kwargs={"restart_command": commands[name]} if commands[name] else {},
             queue=queue_for(name),
             expires=expires,
             ignore_result=True,

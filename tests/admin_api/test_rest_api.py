@@ -113,6 +113,13 @@ ENDPOINTS = [
     ("PATCH", "/api/alert-channels/ops", "alert-channel"),
     ("DELETE", "/api/alert-channels/ops", "alert-channel"),
     ("POST", "/api/alert-channels/ops/test", "alert-channel-test"),
+    ("GET", "/api/readiness/runs", "readiness-runs"),
+    ("POST", "/api/readiness/runs", "readiness-runs"),
+    ("GET", "/api/readiness/runs/1", "readiness-run"),
+    ("GET", "/api/readiness/checks", "readiness-checks"),
+    ("GET", "/api/readiness/checks/database", "readiness-check"),
+    ("PUT", "/api/readiness/checks/database", "readiness-check"),
+    ("PATCH", "/api/readiness/checks/database", "readiness-check"),
 ]
 
 
@@ -639,6 +646,8 @@ def test_the_openapi_schema_documents_every_endpoint(client: Client, staff: str)
             .replace("req-1", "{request_id}")
             .replace("t-1", "{task_id}")
             .replace("/ops", "/{name}")
+            .replace("runs/{id}", "runs/{id}")
+            .replace("checks/database", "checks/{key}")
         )
         assert method.lower() in paths[templated], (method, templated)
     security = schema["components"]["securitySchemes"]
@@ -702,3 +711,29 @@ def test_served_by_the_real_asgi_application(gateway: GatewayProcess) -> None:
         f"{gateway.url}/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
     )
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+
+def test_readiness_runs_and_checks(client: Client, staff: str, redis_client: redis.Redis) -> None:
+    checks = call(client, "GET", "/api/readiness/checks", key=staff).json()
+    assert checks["count"] == 14 and checks["results"][0]["key"] == "database"
+    off = call(client, "PATCH", "/api/readiness/checks/smoke-load", {"enabled": False}, key=staff)
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    renamed = call(
+        client,
+        "PATCH",
+        "/api/readiness/checks/smoke-load",
+        {"title": "x", "enabled": True},
+        key=staff,
+    )
+    assert renamed.status_code == 200 and renamed.json()["title"] != "x"  # read-only
+    started = call(client, "POST", "/api/readiness/runs", key=staff)
+    assert started.status_code == 202, started.content
+    body = started.json()
+    assert body["state"] == "running" and body["trigger"] == "api (staff key)"
+    assert started["Location"] == body["url"] == f"/api/readiness/runs/{body['id']}"
+    one = call(client, "GET", body["url"], key=staff).json()
+    assert one["id"] == body["id"] and one["results"] == []
+    assert call(client, "GET", "/api/readiness/runs/999999", key=staff).status_code == 404

@@ -156,3 +156,11 @@ TRANSIENT_PATTERNS = tuple(
         "alert:*",
     )
 )
+
+
+# --- Readiness checklist (readiness/checks.py) ---------------------------------------------
+READINESS_PROBE = "readiness:"  # a throwaway key (30 s) written and read back by the check
+
+
+def readiness_probe(token: str) -> str:
+    return PREFIX + READINESS_PROBE + token

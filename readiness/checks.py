@@ -23,6 +23,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from prometheus_client.parser import text_string_to_metric_families
 
+from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
 from gateway.models import RequestLog
 from gateway.tasks import flush_request_logs
@@ -116,7 +117,7 @@ def redis_health(ctx: Context) -> Verdict:
     client = sync_client()
     try:
         client.ping()
-        probe_key = f"clawdbot:readiness:{uuid.uuid4().hex}"
+        probe_key = redis_keys.readiness_probe(uuid.uuid4().hex)
         client.set(probe_key, b"1", ex=30)
         value = client.get(probe_key)
         client.delete(probe_key)
@@ -281,7 +282,7 @@ def metrics_router_up(ctx: Context) -> Verdict:
 
 
 def smoke_load(ctx: Context) -> Verdict:
-    from loadgen.runner import run_load_sync  # the client tool; only this check needs it
+    from loadgen.runner import LoadError, run_load_sync  # the client tool; only here
 
     url = ctx.gateway_url()
     served = {d.profile.model_id for n in ctx.nodes for d in n.deployments.all()}
@@ -298,15 +299,18 @@ def smoke_load(ctx: Context) -> Verdict:
     errors: dict[str, int] = defaultdict(int)
     per_model = {}
     for model in models:
-        summary = run_load_sync(
-            url,
-            ctx.smoke_key,
-            model,
-            concurrency=count,
-            requests=count,
-            max_tokens=settings.CLAWDBOT_READY_SMOKE_MAX_TOKENS,
-            timeout_s=settings.CLAWDBOT_READ_TIMEOUT_S + 5,
-        )
+        try:
+            summary = run_load_sync(
+                url,
+                ctx.smoke_key,
+                model,
+                concurrency=count,
+                requests=count,
+                max_tokens=settings.CLAWDBOT_READY_SMOKE_MAX_TOKENS,
+                timeout_s=settings.CLAWDBOT_READ_TIMEOUT_S + 5,
+            )
+        except LoadError as exc:  # unreachable, key refused, model not offered
+            return failed(f"{model}: the smoke load could not start: {exc}")
         ctx.smoke_sent = True
         total += summary.requests
         for status, n in summary.errors_by_status.items():

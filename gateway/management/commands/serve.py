@@ -44,7 +44,7 @@ class Command(BaseCommand):
             "--skip-readiness",
             action="store_true",
             help="production only, for incidents: start although the checklist would fail "
-            "(a warning is logged)",
+            "(a warning is logged); also CLAWDBOT_SKIP_READINESS=1",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -52,7 +52,12 @@ class Command(BaseCommand):
         if options["production"]:
             env["CLAWDBOT_MODE"] = "production"
         if env.get("CLAWDBOT_MODE") == "production":
-            self._readiness_gate(env, skip=options["skip_readiness"])
+            skip = options["skip_readiness"] or env.get("CLAWDBOT_SKIP_READINESS", "") in (
+                "1",
+                "true",
+                "yes",
+            )
+            self._readiness_gate(env, skip=skip)
         host, port, workers = options["host"], options["port"], options["workers"]
         # Django's own --verbosity, passed on: 0 turns daphne's access log off.
         verbosity = str(min(int(options["verbosity"]), 2))

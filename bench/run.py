@@ -5,7 +5,11 @@ Reports non-streaming throughput at 16 connections (wrk when installed, else an 
 client), added p50/p99 latency at 1 connection, streaming chunks/s with 8 clients (Ollama
 upstream translated to SSE, 20 chunks per answer), added time to first token, and the
 gateway's peak RSS, then its RSS after a burst of hostile-sized bodies (8 at a time, 5-11 MB,
-three passes). Figures are ratios against the simulator, measured in the same run."""
+three passes). Figures are ratios against the simulator, measured in the same run.
+
+Last, the non-streaming throughput again through `clawdbot serve --workers N` on one port,
+with 1 and then 2 gateway processes, nothing pinned (the processes share every CPU with the
+simulator, Redis and the load generator), and the ratio of the two."""
 
 from __future__ import annotations
 
@@ -135,6 +139,25 @@ async def aio_rps(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
         return done / (time.perf_counter() - started)
+
+
+async def aio_requests(
+    url: str, body: dict[str, Any], headers: dict[str, str], connections: int, total: int
+) -> None:
+    """`total` requests over `connections` connections, each answer checked."""
+    left = total
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with session.post(url, json=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
 
 
 async def latencies(url: str, body: dict[str, Any], headers: dict[str, str], n: int) -> list[float]:
@@ -327,6 +350,33 @@ def main() -> int:
         big_statuses = asyncio.run(large_bodies(gw_chat, auth))
         time.sleep(1.0)  # the last requests' closing work runs after their answers went out
         big_peak, big_after = peak_rss_mb(gateway.pid), peak_rss_mb(gateway.pid, "VmRSS")
+        gateway.terminate()
+        gateway.wait()
+
+        def served_rps(workers: int) -> float:
+            """Throughput through `clawdbot serve --workers N` on one port, nothing pinned."""
+            port = free_port()
+            serve = start(PY, "-m", "clawdbot_site.cli", "serve", "-v", "0", "--port",
+                          str(port), "--workers", str(workers))  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url + "/healthz")
+            # Warm every process: connections hashed to one still starting wait for it.
+            asyncio.run(aio_requests(url + "/v1/chat/completions", CHAT, auth, 16, 400))
+            try:
+                return rps(url + "/v1/chat/completions", CHAT, auth)
+            finally:
+                serve.terminate()
+                serve.wait(timeout=30)
+
+        if other_cpus:  # unpin this process (what it starts next too) and the others
+            os.sched_setaffinity(0, set(all_cpus))
+            for proc in procs:
+                if proc.poll() is None:
+                    pin(proc.pid, set(all_cpus))
+            if redis_proc is not None:
+                pin(redis_proc.pid, set(all_cpus))
+        one_rps = served_rps(1)
+        two_rps = served_rps(2)
         # Every answer is 20 content events + role + finish + [DONE]: count content chunks alike.
         gateway_content_cps = gateway_cps * 20 / 23
         direct_content_cps = direct_cps * 20 / 21  # 20 tokens + the done line
@@ -349,6 +399,9 @@ def main() -> int:
             ("gateway peak RSS MB", "", f"{rss:.0f}", "", "<= 130"),
             ("  after 24 bodies of 5-11 MB", "", f"{big_after:.0f}", "", "<= 130"),
             ("  peak during them", "", f"{big_peak:.0f}", "", "(info)"),
+            ("req/s via serve, 1 process", "", f"{one_rps:,.0f}", "", "(info)"),
+            ("  2 processes, one port", "", f"{two_rps:,.0f}", f"{two_rps / one_rps:.2f}x",
+             "(info)"),
         ]  # fmt: skip
         if set(big_statuses) - {400, 413}:
             print(f"large bodies: unexpected statuses {sorted(set(big_statuses))}")
@@ -368,6 +421,10 @@ def main() -> int:
                 "1-connection latency: everything on one CPU (no CPU crossings on either path);"
                 " the info row repeats it with the gateway on its own CPU."
             )
+        print(
+            f"1 vs 2 processes: clawdbot serve -v 0 --workers N, {tool}, nothing pinned: the"
+            f" gateways share {len(all_cpus)} CPU(s) with the simulator, Redis and the load."
+        )
         return 0
     finally:
         for proc in procs:

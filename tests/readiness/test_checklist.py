@@ -369,7 +369,7 @@ def _listening(port: int) -> bool:
 def test_serve_production_refuses_to_start_when_not_ready(transactional_db: None) -> None:
     port = free_port()
     result = clawdbot("serve", "--production", "--port", str(port), env=command_env())
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: the systemd unit does not retry it
     assert "NOT READY" in result.stdout
     assert "no enabled node" in result.stdout
     assert "refuses to start" in result.stderr

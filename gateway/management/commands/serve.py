@@ -19,6 +19,11 @@ def _workers(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# EX_CONFIG: systemd's RestartPreventExitStatus= keeps a refused start from looping (each
+# attempt would run the checklist's smoke load again against a cluster already in trouble).
+REFUSED_NOT_READY = 78
+
+
 class Command(BaseCommand):
     help = (
         "Serve the gateway, dashboard and admin with daphne (ASGI); with --workers N, N daphne "
@@ -112,5 +117,5 @@ class Command(BaseCommand):
             raise CommandError(
                 "production mode refuses to start: the readiness checklist failed (above). "
                 "Fix what it names, or during an incident start with --skip-readiness.",
-                returncode=1,
+                returncode=REFUSED_NOT_READY,
             )

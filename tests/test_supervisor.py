@@ -251,11 +251,11 @@ def test_a_killed_supervisor_takes_its_children_along(serve: Callable[..., Serve
 
 @pytest.mark.slow
 def test_children_that_cannot_start_make_serve_exit_1(serve: Callable[..., Serve]) -> None:
-    # --production without a secret key: the supervisor (not in production) starts, every
-    # child refuses to.
+    # --production without a secret key: the supervisor (not in production itself) starts,
+    # every child refuses to. (--skip-readiness: the checklist would refuse first.)
     env = gateway_env({"CLAWDBOT_LOG_LEVEL": "INFO"})
     del env["CLAWDBOT_SECRET_KEY"]
-    gateway = serve("--workers", "2", "--production", env=env)
+    gateway = serve("--workers", "2", "--production", "--skip-readiness", env=env)
     assert gateway.proc.wait(timeout=120) == 1
     out = gateway.output()
     assert "CLAWDBOT_SECRET_KEY must be set" in out

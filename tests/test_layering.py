@@ -21,12 +21,15 @@ PROJECT = (
     "simulator",
     "wire",
     "loadgen",
+    "readiness",
 )
 
 # package → the top-level packages it must never import
 FORBIDDEN = {
-    "nodes": {"gateway", "admin_api", "dashboard"},
-    "gateway": {"admin_api", "dashboard", "configfile"},
+    "nodes": {"gateway", "admin_api", "dashboard", "readiness"},
+    "gateway": {"admin_api", "dashboard", "configfile", "readiness"},
+    # On top of both planes, beside the management API (which serves its runs).
+    "readiness": {"admin_api", "dashboard", "configfile"},
     # Both planes raise alerts; the alerts app knows neither.
     "alerts": {"gateway", "nodes", "admin_api", "configfile", "dashboard"},
     "wire": {*PROJECT, "django", "rest_framework", "channels", "celery"} - {"wire"},

@@ -63,7 +63,7 @@ def available_cpus() -> int:
 def worker_count(text: str) -> int:
     """`--workers` and CLAWDBOT_WEB_WORKERS: a count, or `auto` (or 0) for one per CPU."""
     value = text.strip().lower()
-    if value in ("auto", "0"):
+    if value == "auto":
         return available_cpus()
     try:
         count = int(value)
@@ -71,7 +71,7 @@ def worker_count(text: str) -> int:
         raise ValueError(f"must be a number of processes or 'auto', got {text!r}") from None
     if count < 0:
         raise ValueError(f"must be at least 0 (0 or 'auto': one per CPU), got {count}")
-    return count
+    return count or available_cpus()
 
 
 def restart_delay(failed_starts: int) -> float | None:

@@ -33,6 +33,7 @@ def test_worker_count_is_a_count_or_one_per_cpu() -> None:
     assert supervisor.worker_count("3") == 3
     assert supervisor.worker_count("auto") == cpus
     assert supervisor.worker_count("0") == cpus
+    assert supervisor.worker_count("00") == cpus
     assert supervisor.worker_count(" AUTO ") == cpus
     with pytest.raises(ValueError, match="number of processes or 'auto', got 'many'"):
         supervisor.worker_count("many")

@@ -70,6 +70,22 @@ REQUEST_LOG_REJECTED = PREFIX + "requestlog:rejected"
 METRIC_LOG_REJECTED = PREFIX + "m:requestlog-rejected"
 REQUEST_LOG_FLUSH_LOCK = PREFIX + "requestlog:flush-lock"
 
+# --- Data plane: degradation tiers and the response cache (gateway/degradation.py and
+# gateway/response_cache.py, in Lua) --------------------------------------------------------
+TIER_WINDOW_PART = "tier:w:"  # hash per second: r (requests), f (failures), for the window
+TIER_PART = "tier"  # hash: tier, since (ms), and the window last read: requests, failures
+CACHE_ENTRY_PART = "answers:e:"  # string per answer: its JSON, expiring after the cache's TTL
+CACHE_INDEX_PART = "answers:index"  # sorted set: digest → stored at (ms), oldest evicted first
+CACHE_SIZES_PART = "answers:sizes"  # hash: digest → bytes counted against the budget
+CACHE_BYTES_PART = "answers:bytes"  # counter: the bytes of every entry in the index
+TIER = PREFIX + TIER_PART
+CACHE_BYTES = PREFIX + CACHE_BYTES_PART
+
+
+def cache_entry(digest: str) -> str:
+    return PREFIX + CACHE_ENTRY_PART + digest
+
+
 # --- Control plane → data plane ----------------------------------------------------------
 ROUTING_VERSION = PREFIX + "routing:version"  # bumped on every committed config change
 HEALTH = PREFIX + "health"  # hash: node → share of recent probes passed
@@ -99,6 +115,12 @@ LUA_PARTS = frozenset(
         TTFT_PART,
         MODELS_PART,
         REQUEST_LOG_PART,
+        TIER_WINDOW_PART,
+        TIER_PART,
+        CACHE_ENTRY_PART,
+        CACHE_INDEX_PART,
+        CACHE_SIZES_PART,
+        CACHE_BYTES_PART,
     }
 )
 
@@ -154,6 +176,8 @@ TRANSIENT_PATTERNS = tuple(
         "warming:*",
         "lock:*",
         "alert:*",
+        TIER_PART + "*",
+        "answers:*",
     )
 )
 

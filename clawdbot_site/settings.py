@@ -319,6 +319,35 @@ CLAWDBOT_EJECT_COOLDOWN_S = env_float("CLAWDBOT_EJECT_COOLDOWN_S", 5.0, minimum=
 CLAWDBOT_EJECT_MAX_COOLDOWN_S = env_float("CLAWDBOT_EJECT_MAX_COOLDOWN_S", 120.0, minimum=0.1)
 CLAWDBOT_TRUNCATION_RATIO = env_float("CLAWDBOT_TRUNCATION_RATIO", 0.5, minimum=0.0)
 
+# Degradation tiers (README, "When things go wrong"): the cluster's error rate over a sliding
+# window, shared by every gateway process through Redis, selects a tier.
+CLAWDBOT_TIER_ENABLED = env_bool("CLAWDBOT_TIER_ENABLED", True)
+CLAWDBOT_TIER_WINDOW_S = env_int("CLAWDBOT_TIER_WINDOW_S", 60, minimum=2)
+CLAWDBOT_TIER_1_AT = env_float("CLAWDBOT_TIER_1_AT", 0.05, minimum=0.0)
+CLAWDBOT_TIER_2_AT = env_float("CLAWDBOT_TIER_2_AT", 0.15, minimum=0.0)
+CLAWDBOT_TIER_3_AT = env_float("CLAWDBOT_TIER_3_AT", 0.30, minimum=0.0)
+CLAWDBOT_TIER_MARGIN = env_float("CLAWDBOT_TIER_MARGIN", 0.02, minimum=0.0)
+CLAWDBOT_TIER_MIN_REQUESTS = env_int("CLAWDBOT_TIER_MIN_REQUESTS", 20, minimum=1)
+CLAWDBOT_TIER_MIN_DWELL_S = env_float("CLAWDBOT_TIER_MIN_DWELL_S", 30.0, minimum=0.0)
+if not 0 < CLAWDBOT_TIER_1_AT < CLAWDBOT_TIER_2_AT < CLAWDBOT_TIER_3_AT <= 1:
+    raise ConfigError(
+        "CLAWDBOT_TIER_1_AT, CLAWDBOT_TIER_2_AT and CLAWDBOT_TIER_3_AT are error rates "
+        "(fractions) that must rise: 0 < tier 1 < tier 2 < tier 3 <= 1, got "
+        f"{CLAWDBOT_TIER_1_AT}, {CLAWDBOT_TIER_2_AT}, {CLAWDBOT_TIER_3_AT}"
+    )
+if CLAWDBOT_TIER_MARGIN >= CLAWDBOT_TIER_1_AT:
+    raise ConfigError(
+        f"CLAWDBOT_TIER_MARGIN ({CLAWDBOT_TIER_MARGIN}) must be below CLAWDBOT_TIER_1_AT "
+        f"({CLAWDBOT_TIER_1_AT}), or tier 1 could never be left"
+    )
+# The response cache that tier 1 answers from.
+CLAWDBOT_CACHE_TTL_S = env_float("CLAWDBOT_CACHE_TTL_S", 600.0, minimum=1.0)
+CLAWDBOT_CACHE_SHARED = env_bool("CLAWDBOT_CACHE_SHARED", False)
+CLAWDBOT_CACHE_MAX_BYTES = env_int("CLAWDBOT_CACHE_MAX_BYTES", 64 * 1024 * 1024, minimum=0)
+CLAWDBOT_CACHE_MAX_ENTRY_BYTES = env_int("CLAWDBOT_CACHE_MAX_ENTRY_BYTES", 256 * 1024, minimum=1)
+# Answers are stored only while the window's error rate is at least this (or a tier is on).
+CLAWDBOT_CACHE_WARM_AT = env_float("CLAWDBOT_CACHE_WARM_AT", 0.01, minimum=0.0)
+
 # Single sign-on on /v1 (README, "Single sign-on (JWT/OIDC)"): bearer JWTs from an identity
 # provider, checked against a shared secret or its JWKS, as an alternative to Clawdbot keys.
 # Off unless CLAWDBOT_JWT_SECRET or CLAWDBOT_JWT_JWKS_URL is set.

@@ -1,5 +1,6 @@
-"""The key map is the only place key names are spelled: the admission scripts build theirs
-in Lua, from parts the map lists, and no module spells a key of its own."""
+"""The key map is the only place key names are spelled: the Lua scripts (admission, the
+degradation tick, the response cache) build theirs from parts the map lists, and no module
+spells a key of its own."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import re
 from pathlib import Path
 
 from clawdbot_site import redis_keys
-from gateway import admission
+from gateway import admission, degradation, response_cache
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = (admission.ADMIT, admission.RELEASE, admission.RENEW, admission.FORGET)
+SCRIPTS = (
+    admission.ADMIT,
+    admission.RELEASE,
+    admission.RENEW,
+    admission.FORGET,
+    degradation.TICK,
+    degradation.CHANGE,
+    response_cache.STORE,
+)
 
 
 def test_every_key_part_the_scripts_build_is_in_the_map() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nodes import telemetry_store
+from nodes.choices import ApiKind
 from nodes.models import Deployment, ModelProfile, Node
 
 
@@ -95,6 +96,18 @@ def resolve_load_request(
             param="nodes",
         )
     nodes = [found[name] for name in wanted]
+    serving = set(Deployment.objects.filter(profile=profile).values_list("node_id", flat=True))
+    fixed = [n.name for n in nodes if not loads_on_demand(n) and n.pk not in serving]
+    if fixed:
+        raise LoadRequestError(
+            409,
+            f"{', '.join(fixed)} {'is an' if len(fixed) == 1 else 'are'} OpenAI-compatible "
+            f"server{'' if len(fixed) == 1 else 's'} (vLLM, SGLang, llama.cpp…), which serve only "
+            f"the models they were started with, and {profile.model_id} is not deployed there. "
+            "Start the server with the model, then `clawdbot onboard` the node again.",
+            code="cannot_load_here",
+            param="nodes",
+        )
     memory = telemetry_memory(nodes)
     problems = [
         problem
@@ -104,6 +117,12 @@ def resolve_load_request(
     if problems:
         raise LoadRequestError(409, " ".join(problems), code="insufficient_vram", param="nodes")
     return profile, nodes
+
+
+def loads_on_demand(node: Node) -> bool:
+    """Ollama loads any model it has pulled when asked; an OpenAI-compatible server (vLLM,
+    SGLang, llama.cpp) serves the models it was started with and nothing else."""
+    return node.api_kind == ApiKind.OLLAMA
 
 
 def default_nodes(profile: ModelProfile) -> list[Node]:
@@ -117,7 +136,8 @@ def default_nodes(profile: ModelProfile) -> list[Node]:
     chosen = [
         node
         for node in nodes
-        if node.pk in serving or vram_shortfall(profile, node, memory.get(node.name)) is None
+        if node.pk in serving
+        or (loads_on_demand(node) and vram_shortfall(profile, node, memory.get(node.name)) is None)
     ]
     if not chosen:
         need = f" (it needs {profile.min_vram_gb:g} GB)" if profile.min_vram_gb else ""

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -41,6 +41,10 @@ class NoGateway(Exception):
     """The request-path checks cannot run: no gateway answers."""
 
 
+class NodesUnavailable(Exception):
+    """The node checks cannot run: the nodes could not be read from the database."""
+
+
 @dataclass
 class Context:
     """What one run shares between checks: the nodes, one probe of each, the gateway."""
@@ -52,17 +56,30 @@ class Context:
     _gateway_error: str | None = None
     _probes: dict[str, ProbeResult] | None = None
     smoke_sent: bool = False
-    nodes: list[Node] = field(default_factory=list)
+    smoke_disabled: bool = False
+    _nodes: list[Node] | None = None
+    _nodes_error: str = ""
 
     def __post_init__(self) -> None:
         try:
-            self.nodes = list(
+            self._nodes = list(
                 Node.objects.filter(enabled=True)
                 .prefetch_related("deployments__profile")
                 .order_by("name")
             )
-        except DatabaseError:
-            self.nodes = []  # the database check says why; node checks have nothing to see
+        except DatabaseError as exc:
+            self._nodes_error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The enabled nodes; a check that needs them fails (not skips) when they could not
+        be read."""
+        if self._nodes is None:
+            raise NodesUnavailable(
+                "cannot read the nodes: the database is unavailable"
+                + (f" ({self._nodes_error})" if self._nodes_error else "")
+            )
+        return self._nodes
 
     @property
     def gateway_started(self) -> bool:
@@ -317,7 +334,22 @@ def smoke_load(ctx: Context) -> Verdict:
             errors[f"{model} {status}"] += n
         per_model[model] = summary.to_dict()
     verdict = verdicts.error_rate(total, errors, settings.CLAWDBOT_READY_MAX_ERROR_RATE)
-    return verdicts.Verdict(verdict.status, verdict.reason, {**verdict.details, "load": per_model})
+    reason = verdict.reason
+    if verdict.status == verdicts.FAIL:
+        reason += verdicts.capacity_hint(_capacity(ctx.nodes, models), count)
+    return verdicts.Verdict(verdict.status, reason, {**verdict.details, "load": per_model})
+
+
+def _capacity(nodes: list[Node], models: list[str]) -> dict[str, int]:
+    """Requests each model's nodes admit at once: running plus queued."""
+    capacity = dict.fromkeys(models, 0)
+    for node in nodes:
+        if node.draining:
+            continue
+        for deployment in node.deployments.all():
+            if deployment.profile.model_id in capacity:
+                capacity[deployment.profile.model_id] += node.max_concurrent + node.queue_size
+    return capacity
 
 
 def _wait_for_key(url: str, key: str, wait_s: float = 5.0) -> None:
@@ -335,11 +367,16 @@ def _wait_for_key(url: str, key: str, wait_s: float = 5.0) -> None:
 
 
 def latency_p95(ctx: Context) -> Verdict:
+    if ctx.smoke_disabled:
+        return skipped("the smoke load is disabled, so there is nothing to measure")
     if not ctx.smoke_sent:
         return failed("the smoke load did not run, so there is nothing to measure")
     flush_request_logs()  # the smoke requests' log entries, from the Redis buffer
-    rows = RequestLog.objects.filter(key_prefix=ctx.smoke_prefix, status=200).values_list(
-        "node", "latency_ms"
+    # The smoke load's answers only: not the model-list requests that waited for its key.
+    rows = (
+        RequestLog.objects.filter(key_prefix=ctx.smoke_prefix, status=200)
+        .exclude(node="")
+        .values_list("node", "latency_ms")
     )
     latencies: dict[str, list[float]] = defaultdict(list)
     for node, latency_ms in rows:
@@ -381,6 +418,8 @@ def describe_failure(exc: BaseException) -> str:
     """A check that raised: its reason, without a traceback."""
     if isinstance(exc, NoGateway):
         return f"no gateway to check: {exc}"
+    if isinstance(exc, NodesUnavailable):
+        return str(exc)
     if isinstance(exc, httpx.HTTPError):
         return f"the gateway did not answer: {type(exc).__name__}: {exc}"
     return f"the check failed to run: {type(exc).__name__}: {exc}"

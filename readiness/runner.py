@@ -65,9 +65,9 @@ class RunReport:
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "gateway_url": self.gateway_url,
-            "checks": [
+            "results": [
                 {
-                    "key": f.key,
+                    "check_key": f.key,
                     "title": f.title,
                     "status": f.status,
                     "reason": f.reason,
@@ -171,6 +171,8 @@ def _run_one(spec: catalog.CheckSpec, enabled: bool, ctx: Context, have_key: boo
     started = time.perf_counter()
     if not enabled:
         verdict: Verdict = skipped("disabled by an operator (admin: Readiness checks)")
+        if spec.key == "smoke-load":
+            ctx.smoke_disabled = True
     elif spec.key == "smoke-load" and not have_key:
         verdict = Verdict(FAIL, "no key for the smoke load: the database is unavailable")
     else:

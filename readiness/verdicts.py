@@ -155,6 +155,20 @@ def error_rate(total: int, errors: Mapping[str, int], max_rate: float) -> Verdic
     return passed(summary, error_rate=rate)
 
 
+def capacity_hint(capacity: Mapping[str, int], sent: int) -> str:
+    """Why a burst was refused when the nodes cannot hold it: they answer 503 past their
+    running and queued requests, as they should."""
+    short = {m: c for m, c in sorted(capacity.items()) if c < sent}
+    if not short:
+        return ""
+    admitted = ", ".join(f"{m} {c}" for m, c in short.items())
+    return (
+        f". {sent} requests per model were sent at once, and the nodes admit at most "
+        f"(max concurrent + queue size): {admitted}. Add nodes or raise their limits, or size "
+        "the smoke load to the cluster with CLAWDBOT_READY_SMOKE_REQUESTS"
+    )
+
+
 def latency_p95(
     latencies_s: Mapping[str, Sequence[float]],
     memory_gb: Mapping[str, float],

@@ -737,3 +737,17 @@ def test_readiness_runs_and_checks(client: Client, staff: str, redis_client: red
     one = call(client, "GET", body["url"], key=staff).json()
     assert one["id"] == body["id"] and one["results"] == []
     assert call(client, "GET", "/api/readiness/runs/999999", key=staff).status_code == 404
+
+
+def test_hot_load_refuses_servers_that_cannot_load_models(
+    client: Client, staff: str, cluster: dict[str, Any], make_node: Callable[..., Node]
+) -> None:
+    make_node("vllm1", api_kind="openai", base_url="http://127.0.0.1:9")
+    refused = call(client, "POST", "/api/profiles/qwen3-32b/load", {"nodes": ["vllm1"]}, key=staff)
+    assert refused.status_code == 409, refused.content
+    error = error_of(refused)
+    assert error["code"] == "cannot_load_here" and "vllm1" in error["message"]
+    assert not Deployment.objects.filter(node__name="vllm1").exists()
+    # Without nodes named, an OpenAI-compatible server is chosen only where it serves already.
+    every = call(client, "POST", "/api/profiles/qwen3-32b/load", key=staff)
+    assert every.status_code == 202 and every.json()["nodes"] == ["gpu1"]

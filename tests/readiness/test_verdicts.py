@@ -126,3 +126,10 @@ def test_command_program_report(tmp_path: Path) -> None:
     script.chmod(stat.S_IRWXU)
     assert command_program_report(str(script))["executable"] is True
     assert command_program_report("'unbalanced")["found"] is False
+
+
+def test_a_burst_the_nodes_cannot_hold_says_so() -> None:
+    hint = verdicts.capacity_hint({"qwen3-32b": 20, "small": 400}, 100)
+    assert "qwen3-32b 20" in hint and "small" not in hint
+    assert "CLAWDBOT_READY_SMOKE_REQUESTS" in hint
+    assert verdicts.capacity_hint({"qwen3-32b": 200}, 100) == ""

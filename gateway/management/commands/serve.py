@@ -22,6 +22,7 @@ def _workers(text: str) -> int:
 # EX_CONFIG: systemd's RestartPreventExitStatus= keeps a refused start from looping (each
 # attempt would run the checklist's smoke load again against a cluster already in trouble).
 REFUSED_NOT_READY = 78
+CONFIG_ERROR = 2  # clawdbot_site.cli's exit status for a bad environment variable
 
 
 class Command(BaseCommand):
@@ -96,8 +97,9 @@ class Command(BaseCommand):
         may have been started without it: `serve --production`)."""
         if skip:
             self.stderr.write(
-                "WARNING: production mode started with --skip-readiness: the readiness "
-                "checklist was not run."
+                "WARNING: production mode started without the readiness checklist "
+                "(--skip-readiness or CLAWDBOT_SKIP_READINESS); remove it once the incident "
+                "is over."
             )
             return
         self.stdout.write("production mode: running the readiness checklist first")
@@ -113,6 +115,11 @@ class Command(BaseCommand):
             ],
             env=env,
         )
+        if code == CONFIG_ERROR:
+            raise CommandError(
+                "production mode refuses to start: the configuration is invalid (above).",
+                returncode=REFUSED_NOT_READY,
+            )
         if code != 0:
             raise CommandError(
                 "production mode refuses to start: the readiness checklist failed (above). "

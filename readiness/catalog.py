@@ -82,7 +82,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "smoke-load",
         "Smoke load: error rate under the limit",
-        "CLAWDBOT_READY_SMOKE_REQUESTS (100) concurrent requests per profile through /v1; "
+        "CLAWDBOT_READY_SMOKE_REQUESTS (100) requests sent at once through /v1, shared out "
+        "between the deployed profiles; "
         "the error rate stays under CLAWDBOT_READY_MAX_ERROR_RATE (0.5 %).",
     ),
     CheckSpec(

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -299,7 +300,9 @@ def metrics_router_up(ctx: Context) -> Verdict:
 
 
 def smoke_load(ctx: Context) -> Verdict:
-    from loadgen.runner import LoadError, run_load_sync  # the client tool; only here
+    """CLAWDBOT_READY_SMOKE_REQUESTS requests sent at once, shared out between the deployed
+    profiles (a burst of 100 is 100 in all, not 100 per model)."""
+    from loadgen.runner import LoadError, run_load  # the client tool; only here
 
     url = ctx.gateway_url()
     served = {d.profile.model_id for n in ctx.nodes for d in n.deployments.all()}
@@ -311,24 +314,36 @@ def smoke_load(ctx: Context) -> Verdict:
     if not models:
         return failed("no enabled profile is deployed on an enabled node")
     _wait_for_key(url, ctx.smoke_key)
-    count = settings.CLAWDBOT_READY_SMOKE_REQUESTS
+    shares = verdicts.share_out(settings.CLAWDBOT_READY_SMOKE_REQUESTS, models)
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                run_load(
+                    url,
+                    ctx.smoke_key,
+                    model,
+                    concurrency=share,
+                    requests=share,
+                    max_tokens=settings.CLAWDBOT_READY_SMOKE_MAX_TOKENS,
+                    timeout_s=settings.CLAWDBOT_READ_TIMEOUT_S + 5,
+                )
+                for model, share in shares.items()
+            ),
+            return_exceptions=True,
+        )
+
+    summaries = asyncio.run(burst())
+    for model, summary in zip(shares, summaries, strict=True):
+        if isinstance(summary, LoadError):  # unreachable, key refused, model not offered
+            return failed(f"{model}: the smoke load could not start: {summary}")
+        if isinstance(summary, BaseException):
+            raise summary
+    ctx.smoke_sent = True
     total = 0
     errors: dict[str, int] = defaultdict(int)
     per_model = {}
-    for model in models:
-        try:
-            summary = run_load_sync(
-                url,
-                ctx.smoke_key,
-                model,
-                concurrency=count,
-                requests=count,
-                max_tokens=settings.CLAWDBOT_READY_SMOKE_MAX_TOKENS,
-                timeout_s=settings.CLAWDBOT_READ_TIMEOUT_S + 5,
-            )
-        except LoadError as exc:  # unreachable, key refused, model not offered
-            return failed(f"{model}: the smoke load could not start: {exc}")
-        ctx.smoke_sent = True
+    for model, summary in zip(shares, summaries, strict=True):
         total += summary.requests
         for status, n in summary.errors_by_status.items():
             errors[f"{model} {status}"] += n
@@ -336,7 +351,7 @@ def smoke_load(ctx: Context) -> Verdict:
     verdict = verdicts.error_rate(total, errors, settings.CLAWDBOT_READY_MAX_ERROR_RATE)
     reason = verdict.reason
     if verdict.status == verdicts.FAIL:
-        reason += verdicts.capacity_hint(_capacity(ctx.nodes, models), count)
+        reason += verdicts.capacity_hint(_capacity(ctx.nodes, list(shares)), shares)
     return verdicts.Verdict(verdict.status, reason, {**verdict.details, "load": per_model})
 
 

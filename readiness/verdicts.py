@@ -155,17 +155,25 @@ def error_rate(total: int, errors: Mapping[str, int], max_rate: float) -> Verdic
     return passed(summary, error_rate=rate)
 
 
-def capacity_hint(capacity: Mapping[str, int], sent: int) -> str:
+def share_out(total: int, models: Sequence[str]) -> dict[str, int]:
+    """`total` requests between the models, as evenly as can be (the first get one more);
+    a model left with none is left out."""
+    base, extra = divmod(total, len(models)) if models else (0, 0)
+    shares = {m: base + (1 if i < extra else 0) for i, m in enumerate(models)}
+    return {m: n for m, n in shares.items() if n > 0}
+
+
+def capacity_hint(capacity: Mapping[str, int], sent: Mapping[str, int]) -> str:
     """Why a burst was refused when the nodes cannot hold it: they answer 503 past their
     running and queued requests, as they should."""
-    short = {m: c for m, c in sorted(capacity.items()) if c < sent}
+    short = {m: c for m, c in sorted(capacity.items()) if c < sent.get(m, 0)}
     if not short:
         return ""
-    admitted = ", ".join(f"{m} {c}" for m, c in short.items())
+    detail = ", ".join(f"{m} {sent[m]} sent, {c} admitted" for m, c in short.items())
     return (
-        f". {sent} requests per model were sent at once, and the nodes admit at most "
-        f"(max concurrent + queue size): {admitted}. Add nodes or raise their limits, or size "
-        "the smoke load to the cluster with CLAWDBOT_READY_SMOKE_REQUESTS"
+        f". The burst was more than the nodes admit at once (max concurrent + queue size): "
+        f"{detail}. Add nodes or raise their limits, or size the smoke load to the cluster "
+        "with CLAWDBOT_READY_SMOKE_REQUESTS"
     )
 
 

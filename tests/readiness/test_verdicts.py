@@ -129,7 +129,13 @@ def test_command_program_report(tmp_path: Path) -> None:
 
 
 def test_a_burst_the_nodes_cannot_hold_says_so() -> None:
-    hint = verdicts.capacity_hint({"qwen3-32b": 20, "small": 400}, 100)
-    assert "qwen3-32b 20" in hint and "small" not in hint
+    hint = verdicts.capacity_hint({"qwen3-32b": 20, "small": 400}, {"qwen3-32b": 50, "small": 50})
+    assert "qwen3-32b 50 sent, 20 admitted" in hint and "small" not in hint
     assert "CLAWDBOT_READY_SMOKE_REQUESTS" in hint
-    assert verdicts.capacity_hint({"qwen3-32b": 200}, 100) == ""
+    assert verdicts.capacity_hint({"qwen3-32b": 200}, {"qwen3-32b": 100}) == ""
+
+
+def test_the_smoke_burst_is_shared_out_between_models() -> None:
+    assert verdicts.share_out(100, ["a", "b", "c"]) == {"a": 34, "b": 33, "c": 33}
+    assert verdicts.share_out(2, ["a", "b", "c"]) == {"a": 1, "b": 1}
+    assert verdicts.share_out(100, ["a"]) == {"a": 100}

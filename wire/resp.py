@@ -51,6 +51,9 @@ class _Connection(asyncio.Protocol):
         # they come unasked, so they must not be matched with a call.
         self.on_push: Callable[[list[Any]], None] | None = None
         self.lost: asyncio.Future[None] | None = None
+        # The scripts this connection sent SCRIPT LOAD for (RespClient.evalsha); all forgotten
+        # at a NOSCRIPT reply to anyone, since Redis has lost its scripts.
+        self.scripts: set[str] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -78,14 +81,14 @@ class _Connection(asyncio.Protocol):
                 self.fail(RespError("Redis sent a reply nobody asked for"))
                 return
             future, _ = pending.popleft()
-            if future.done():  # its caller was cancelled
-                continue
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
-                future.set_exception(
-                    NoScript(message) if message.startswith("NOSCRIPT") else RespError(message)
-                )
-            else:
+                no_script = message.startswith("NOSCRIPT")
+                if no_script:
+                    self.scripts.clear()  # even if its caller was cancelled: see evalsha
+                if not future.done():  # else its caller was cancelled
+                    future.set_exception(NoScript(message) if no_script else RespError(message))
+            elif not future.done():
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -216,6 +219,18 @@ class RespClient:
         return conn
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        if sha not in conn.scripts:
+            # Loaded in the same write as the call, on a new connection (Redis may have
+            # restarted without its scripts) and after any NOSCRIPT. Loading only after this
+            # call's own NOSCRIPT is not enough: a caller cancelled once its call is written
+            # never reads that reply, and the gateway's closing call often is (its server
+            # reports the end of an answer as a disconnect). After a Redis restart no
+            # release then ran again: every slot leaked until its lease lapsed.
+            conn.scripts.add(sha)
+            conn.call(encode(("SCRIPT", "LOAD", script)), conn.loop).add_done_callback(_unread)
         try:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
         except NoScript:
@@ -230,3 +245,10 @@ class RespClient:
         if self._conn is not None:
             self._conn.fail(RespError("client closed"))
             self._conn = None
+
+
+def _unread(future: asyncio.Future[Any]) -> None:
+    """A reply nobody awaits: an error in it is read here, not reported as never retrieved
+    (the call after it meets the same problem and says so)."""
+    if not future.cancelled():
+        future.exception()

@@ -76,6 +76,52 @@ async def test_evalsha_reloads_a_flushed_script(resp, redis_client: redis.Redis)
     assert await resp.evalsha(sha, script, [], ["hi"]) == b"hi!"
 
 
+# Sets KEYS[1] to ARGV[1]: a cancelled call's effect can still be seen.
+SETTER = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
+
+
+async def _cancelled_once_written(resp: RespClient, sha: str, value: str) -> None:
+    """An evalsha whose caller is cancelled as soon as its commands are written, as a
+    request's closing call is when the end of its answer brings a disconnect."""
+    call = asyncio.ensure_future(resp.evalsha(sha, SETTER, ["resp-test:cancelled"], [value]))
+    await asyncio.sleep(0)  # the call runs up to its first wait: everything is written
+    call.cancel()
+    conn = resp._conn
+    assert conn is not None
+    for _ in range(200):
+        if not conn.pending:
+            break
+        await asyncio.sleep(0.005)
+    assert not conn.pending
+
+
+async def test_a_new_connection_loads_a_script_with_its_first_call(
+    resp, redis_client: redis.Redis
+) -> None:
+    # After a Redis restart its scripts are gone and connections are new: the first call
+    # runs even though its caller never reads the reply (no NOSCRIPT left to act on).
+    sha = redis_client.script_load(SETTER)
+    redis_client.script_flush()
+    redis_client.delete("resp-test:cancelled")
+    assert await resp.call("PING") == b"PONG"  # connected, no script called on it yet
+    await _cancelled_once_written(resp, sha, "first")
+    assert redis_client.get("resp-test:cancelled") == b"first"
+    redis_client.delete("resp-test:cancelled")
+
+
+async def test_a_noscript_read_by_nobody_still_reloads_the_script_for_the_next_call(
+    resp, redis_client: redis.Redis
+) -> None:
+    sha = redis_client.script_load(SETTER)
+    assert await resp.evalsha(sha, SETTER, ["resp-test:cancelled"], ["loaded"]) == 1
+    redis_client.script_flush()
+    await _cancelled_once_written(resp, sha, "lost")  # NOSCRIPT, and its caller gone
+    assert redis_client.get("resp-test:cancelled") == b"loaded"
+    await _cancelled_once_written(resp, sha, "next")
+    assert redis_client.get("resp-test:cancelled") == b"next"
+    redis_client.delete("resp-test:cancelled")
+
+
 async def test_a_connection_killed_by_redis_is_replaced(resp, redis_client: redis.Redis) -> None:
     my_id = await resp.call("CLIENT", "ID")
     conn = resp._conn

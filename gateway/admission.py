@@ -214,7 +214,10 @@ if lease ~= '' then
     -- A success ends the run of failures but not the memory of past ejections: a node that
     -- keeps failing again gets longer cooldowns until it stays quiet for the key's hour.
     if redis.call('EXISTS', ek) == 1 then redis.call('HSET', ek, 'fails', 0) end
-  elseif outcome == 'fail' then
+  elseif outcome == 'fail'
+      and tonumber(redis.call('HGET', ek, 'until') or '0') <= now then
+    -- (A request admitted before the node was ejected, failing with it since, adds nothing:
+    -- a node dying under load is one ejection, not one per CLAWDBOT_EJECT_AFTER of them.)
     local fails = redis.call('HINCRBY', ek, 'fails', 1)
     redis.call('PEXPIRE', ek, 3600000)
     if fails >= eject_after then

@@ -54,6 +54,26 @@ async def test_a_node_that_fails_again_after_recovering_gets_a_longer_cooldown(
         assert await admission.release(Lease("x", "flaky"), outcome="fail") == 0
 
 
+async def test_a_node_failing_all_its_requests_at_once_is_ejected_once(
+    redis_client: redis.Redis,
+) -> None:
+    # A node dies with seven requests in flight: their failures come in together, after
+    # the third ejected it. The cooldown is the first one's, not doubled twice over.
+    policy = EjectionPolicy(after_failures=3, base_cooldown_ms=1_000, max_cooldown_ms=60_000)
+    dying = route("dying", max_concurrent=8)
+    async with admission_on(policy=policy) as admission:
+        for i in range(7):
+            assert (await admit(admission, f"l{i}", dying)).status == "ok"
+        cooldowns = [
+            await admission.release(Lease(f"l{i}", "dying"), outcome="fail") for i in range(7)
+        ]
+        assert cooldowns == [0, 0, 1_000, 0, 0, 0, 0]
+        assert redis_client.hget(redis_keys.ejection("dying"), "count") == b"1"
+        # Failing again once back is a repeat: the cooldown doubles.
+        redis_client.hset(redis_keys.ejection("dying"), "until", 0)
+        assert await _fail_until_ejected(admission, dying) == 2_000
+
+
 async def test_the_queue_is_first_come_first_served(redis_client: redis.Redis) -> None:
     busy = route("busy", max_concurrent=1, queue_size=4)
     async with admission_on() as admission:

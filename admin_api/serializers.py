@@ -120,6 +120,8 @@ class ProfileSerializer(StrictFields, serializers.ModelSerializer[ModelProfile])
             "context_window",
             "max_output_tokens",
             "fallback",
+            "degraded_mode",
+            "degraded_answer",
             "min_vram_gb",
             "prefetch",
             "warmup_prompt",

@@ -50,3 +50,22 @@ def heal_outcome(node: str, recovered: bool, detail: str) -> AlertEvent:
         text=detail,
         details={"node": node, "recovered": recovered},
     )
+
+
+# As gateway.tiers names them (alerts imports neither plane).
+TIER_NAMES = ("normal", "cache", "downgrade", "static")
+
+
+def tier_change(before: int, after: int, error_rate: float, requests: int) -> AlertEvent:
+    """The cluster's degradation tier moved. One subject for every change, so a channel's
+    interval holds a flapping tier back and its latest tier is what is sent."""
+    severity = "info" if after == 0 else ("critical" if after >= 2 else "warning")
+    return AlertEvent(
+        kind="tier",
+        subject="tier",
+        severity=severity,
+        title=f"Degradation tier {after} ({TIER_NAMES[after]}), was {before} "
+        f"({TIER_NAMES[before]})",
+        text=f"Cluster error rate {error_rate:.1%} over {requests} requests in the window.",
+        details={"before": before, "after": after, "error_rate": error_rate, "requests": requests},
+    )

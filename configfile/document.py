@@ -10,6 +10,8 @@ A document, as `clawdbot config export` writes it and `apply` reads it::
         context_window: 8192
         max_output_tokens: 2048
         fallback: qwen2-7b          # a profile of this file (or null)
+        degraded_mode: static       # at tier 3: static (degraded_answer, or 503) | unavailable
+        degraded_answer: "We are very busy; please try again in a minute."
     nodes:
       - name: gpu1
         base_url: http://gpu1:11434
@@ -56,6 +58,8 @@ PROFILE_FIELDS: dict[str, tuple[tuple[type | None, ...], Any]] = {
     "context_window": ((int,), None),
     "max_output_tokens": ((int,), None),
     "fallback": ((str, None), None),
+    "degraded_mode": ((str,), "static"),
+    "degraded_answer": ((str,), ""),
     "min_vram_gb": ((int, float), 0.0),
     "prefetch": ((bool,), False),
     "warmup_prompt": ((str,), ""),

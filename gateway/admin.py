@@ -8,7 +8,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from gateway.models import ApiKey, RequestLog
+from gateway.models import ApiKey, RequestLog, TierChange
 from gateway.services import apikey_assign_secret, apikeys_revoke
 
 
@@ -133,14 +133,34 @@ class RequestLogAdmin(admin.ModelAdmin):
         "attempts",
         "error_code",
         "prompt_truncated",
+        "degraded",
     )
     # No filter that lists a column's distinct values (nor a date hierarchy): each would scan
     # the whole table, which grows by a row a request, on every page.
-    list_filter = (StatusClassFilter, "stream", "prompt_truncated")
+    list_filter = (StatusClassFilter, "stream", "prompt_truncated", "degraded")
     search_fields = ("request_id", "key_prefix", "subject", "model", "node", "error_code")
     list_per_page = 100
     # The table grows by a row a request: no COUNT(*) over it for the paginator.
     show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(TierChange)
+class TierChangeAdmin(admin.ModelAdmin):
+    """Read-only: written by the gateway process that changed the tier."""
+
+    list_display = ("at", "from_tier", "to_tier", "error_rate_percent", "requests", "failures")
+    list_filter = ("to_tier",)
+    list_per_page = 100
+
+    @admin.display(description="error rate", ordering="error_rate")
+    def error_rate_percent(self, change: TierChange) -> str:
+        return f"{change.error_rate:.1%}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

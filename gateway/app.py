@@ -14,8 +14,9 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from clawdbot_site import memory
-from gateway import metrics
+from gateway import metrics, response_cache
 from gateway.auth import authenticate
+from gateway.degraded import answer_instead, keep_answer
 from gateway.endpoints import GENERATION_ENDPOINTS, prepare
 from gateway.errors import (
     GatewayError,
@@ -31,6 +32,7 @@ from gateway.http import (
     Receive,
     Send,
     header,
+    header_values,
     read_body,
     send_error,
     send_response,
@@ -40,6 +42,8 @@ from gateway.records import close_exchange
 from gateway.runtime import Runtime, get_runtime
 from gateway.snapshot import Snapshot
 from gateway.sso import Caller
+from gateway.tiers import Tier
+from gateway.upstreams.contract import UpstreamCall
 from gateway.validation import parse_body
 
 log = logging.getLogger(__name__)
@@ -202,6 +206,7 @@ class GatewayApp:
     ) -> None:
         ex = Exchange(endpoint=endpoint)
         rt: Runtime | None = None
+        call: UpstreamCall | None = None
         try:
             rt = await get_runtime()
             snapshot = rt.snapshot
@@ -209,8 +214,19 @@ class GatewayApp:
                 header(scope, b"authorization"), snapshot, settings.SECRET_KEY, rt.tokens
             )
             payload = parse_body(body)
-            request = prepare(endpoint, payload, snapshot, ex)
-            await Proxy(rt, send).run(ex, snapshot.routable(ex.served_model), request)
+            degradation = rt.degradation
+            call = prepare(
+                endpoint, payload, snapshot, ex, downgrade=degradation.tier >= Tier.DOWNGRADE
+            )
+            if degradation.warm and not ex.stream and endpoint in response_cache.ENDPOINTS:
+                ex.keep_answer = not response_cache.no_store(header_values(scope, b"cache-control"))
+            proxy = Proxy(rt, send)
+            try:
+                await proxy.run(ex, snapshot.routable(ex.served_model), call)
+            except GatewayError as error:
+                error.__traceback__ = None  # see below; it may become another error's context
+                # In a degradation tier, a request the cluster failed may get another answer.
+                await answer_instead(rt, proxy, ex, endpoint, call, error)
         except GatewayError as error:
             # Kept on the exchange, its traceback would hold this frame and, through it, the
             # request's body until a garbage collection: let the body go with the request.
@@ -242,6 +258,8 @@ class GatewayApp:
                     # No task per request: with the Redis connection up, the closing script
                     # is written before the first await, so a late cancel cannot lose it.
                     await close_exchange(rt, ex)
+                    if ex.answer is not None and call is not None:
+                        await keep_answer(rt, ex, endpoint, call)  # after the answer went out
 
     async def models(self, scope: dict[str, Any], path: str, send: Send) -> None:
         ex = Exchange(endpoint="models")
@@ -289,6 +307,11 @@ class GatewayApp:
         if rt is not None:
             body["snapshot_version"] = rt.snapshot.version
             body["ready_nodes"] = rt.snapshot.ready_nodes
+            # The degradation tier this process acts on, as of its last tick; not a problem.
+            degradation = rt.degradation
+            body["tier"] = int(degradation.tier)
+            body["error_rate"] = round(degradation.window.rate, 4)
+            body["window_requests"] = degradation.window.requests
         await send_response(send, 503 if problems else 200, orjson.dumps(body), [JSON])
 
     async def metrics(self, send: Send) -> None:

@@ -78,7 +78,13 @@ class Degradation:
     """The tier this process acts on, as of its last tick, and its counts since then."""
 
     def __init__(
-        self, resp: RespClient, policy: TierPolicy, *, window_s: int, warm_at: float
+        self,
+        resp: RespClient,
+        policy: TierPolicy,
+        *,
+        window_s: int,
+        warm_at: float,
+        enabled: bool = True,
     ) -> None:
         self._resp = resp
         self.policy = policy
@@ -86,8 +92,9 @@ class Degradation:
         self.warm_at = warm_at
         self.tier = Tier.NORMAL
         self.window = Window(0, 0)
-        # Whether finished answers are worth storing for tier 1 (response_cache.worth_storing).
-        self.warm = worth_storing(self.tier, 0.0, warm_at)
+        # Whether finished answers are worth storing for tier 1 (response_cache.worth_storing);
+        # never with the tiers off (CLAWDBOT_TIER_ENABLED), when no tier would read them.
+        self.warm = enabled and worth_storing(self.tier, 0.0, warm_at)
         self._requests = 0
         self._failures = 0
 

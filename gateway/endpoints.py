@@ -3,11 +3,12 @@ plan. No I/O."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from gateway.errors import model_not_found
+from gateway.errors import GatewayError, model_not_found
 from gateway.exchange import Exchange
-from gateway.plan import plan_embedding, plan_generation
+from gateway.plan import Plan, plan_embedding, plan_generation
 from gateway.snapshot import ProfileView, Snapshot
 from gateway.tokens import (
     estimate_chat_prompt_tokens,
@@ -35,6 +36,11 @@ def _profile(snapshot: Snapshot, ex: Exchange, model: str) -> ProfileView:
     return profile
 
 
+def _downgraded(ex: Exchange, fallback: ProfileView) -> str:
+    ex.downgraded_from, ex.served_model = ex.served_model, fallback.model_id
+    return fallback.model_id
+
+
 def _estimate(ex: Exchange, prompt: int, requested: int | None, budget: int | None) -> None:
     """What the request is expected to cost: the prompt (checked against the node's count
     afterwards) and, for the tokens-per-minute limit, the prompt plus the output the client
@@ -44,13 +50,37 @@ def _estimate(ex: Exchange, prompt: int, requested: int | None, budget: int | No
     ex.estimated_tokens = prompt + (budget or 0) if requested is not None else prompt
 
 
-def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> UpstreamCall:
+def _fallback(
+    snapshot: Snapshot, profile: ProfileView, prompt: int, requested: int | None, param: str
+) -> tuple[ProfileView, Plan] | None:
+    """The profile's fallback and its plan, when there is one that can take the request: a
+    node ready to serve it, and a window the request fits (else it is served as asked)."""
+    fallback = snapshot.profiles.get(profile.fallback) if profile.fallback else None
+    if fallback is None or not snapshot.routable(fallback.model_id):
+        return None
+    try:
+        return fallback, plan_generation(fallback, prompt, requested, param)
+    except GatewayError:
+        return None
+
+
+def prepare(
+    endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange, *, downgrade: bool = False
+) -> UpstreamCall:
+    """`downgrade` (degradation tier 2): a chat or text completion for a profile with a
+    fallback goes to the fallback, and its answer names the fallback's model. Embeddings
+    never do: another model's vectors would not match the client's."""
     if endpoint == "chat":
         chat = validate_chat(payload)
         profile = _profile(snapshot, ex, chat.model)
         ex.stream = chat.stream
         prompt = estimate_chat_prompt_tokens(chat.messages, chat.tools)
         plan = plan_generation(profile, prompt, chat.max_tokens)
+        if downgrade and (
+            fallback := _fallback(snapshot, profile, prompt, chat.max_tokens, "messages")
+        ):
+            profile, plan = fallback
+            chat = replace(chat, model=_downgraded(ex, profile))
         _estimate(ex, prompt, chat.max_tokens, plan.max_tokens)
         return GenerationCall(chat, profile, plan)
     if endpoint == "completions":
@@ -59,6 +89,11 @@ def prepare(endpoint: str, payload: Any, snapshot: Snapshot, ex: Exchange) -> Up
         ex.stream = completion.stream
         prompt = estimate_completion_prompt_tokens(completion.prompt, completion.suffix)
         plan = plan_generation(profile, prompt, completion.max_tokens, "prompt")
+        if downgrade and (
+            fallback := _fallback(snapshot, profile, prompt, completion.max_tokens, "prompt")
+        ):
+            profile, plan = fallback
+            completion = replace(completion, model=_downgraded(ex, profile))
         _estimate(ex, prompt, completion.max_tokens, plan.max_tokens)
         return GenerationCall(completion, profile, plan)
     embedding = validate_embedding(payload)

@@ -40,6 +40,14 @@ class Exchange:
     outcome: Outcome = "neutral"  # for the node's ejection count
     headers: Headers = field(default_factory=list)  # rate-limit headers for the answer
     truncated: bool = False
+    # Degradation tiers (gateway.degradation): the cluster failed this request (every node
+    # tried failed, or none could take it), for the error rate; the profile it was
+    # downgraded from; what answered instead of a node (cache, static, unavailable).
+    cluster_failed: bool = False
+    downgraded_from: str = ""
+    degraded: str = ""
+    keep_answer: bool = False  # keep a successful non-streamed answer for the response cache
+    answer: bytes | None = None
 
     def base_headers(self, *, with_node: bool = True) -> Headers:
         headers: Headers = [(b"x-request-id", self.request_id.encode())]
@@ -47,4 +55,10 @@ class Exchange:
             headers.append((b"x-clawdbot-node", self.node.encode()))
         if self.attempts > 1:
             headers.append((b"x-clawdbot-attempts", str(self.attempts).encode()))
+        if self.downgraded_from:
+            headers.append((b"x-model-downgraded", self.served_model.encode()))
+        if self.degraded == "cache":
+            headers.append((b"x-clawdbot-cache", b"hit"))
+        elif self.degraded == "static":
+            headers.append((b"x-clawdbot-degraded", b"static"))
         return headers + self.headers

@@ -34,6 +34,11 @@ def header(scope: dict[str, Any], name: bytes) -> bytes | None:
     return None
 
 
+def header_values(scope: dict[str, Any], name: bytes) -> list[bytes]:
+    """Every value of a header the request may repeat."""
+    return [bytes(value) for key, value in scope["headers"] if key == name]
+
+
 async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

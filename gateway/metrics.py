@@ -158,6 +158,17 @@ class RedisCollector(Collector):
         )
         backlog.add_metric([], d["log_backlog"])
         yield from (rejected, backlog)
+        tier = GaugeMetricFamily(
+            "clawdbot_degradation_tier",
+            "The cluster's degradation tier: 0 normal, 1 cache, 2 downgrade, 3 static.",
+        )
+        tier.add_metric([], d["tier"])
+        rate = GaugeMetricFamily(
+            "clawdbot_cluster_error_rate",
+            "Requests the cluster failed over all requests, in the degradation window.",
+        )
+        rate.add_metric([], d["error_rate"])
+        yield from (tier, rate)
         version = GaugeMetricFamily("clawdbot_routing_version", "Snapshot version in use.")
         version.add_metric([], d["version"])
         yield version
@@ -178,6 +189,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         pipe.hgetall(TOKENS)
         pipe.get(redis_keys.METRIC_LOG_REJECTED)
         pipe.llen(redis_keys.REQUEST_LOG)
+        pipe.hmget(redis_keys.TIER, "tier", "requests", "failures")
         for model in models:
             pipe.hgetall(HISTOGRAMS["duration"] + model)
             pipe.hgetall(HISTOGRAMS["ttft"] + model)
@@ -197,8 +209,9 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         "version": snapshot.version,
         "log_rejected": int(results[2] or 0),
         "log_backlog": int(results[3]),
+        **_tier(results[4]),
     }
-    offset = 4
+    offset = 5
     for model in models:
         data["duration"][model] = results[offset]
         data["ttft"][model] = results[offset + 1]
@@ -210,6 +223,17 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             data["ejected"].add(node.name)
         offset += 3
     return data
+
+
+def _tier(fields: list[bytes | None]) -> dict[str, float]:
+    """The tier and the window's error rate, as the gateways' last degradation tick left
+    them (gateway.degradation): 0 and 0 before any."""
+    try:
+        tier, requests, failures = (int(value or 0) for value in fields)
+    except ValueError:
+        _malformed(redis_keys.TIER, fields)
+        return {"tier": 0, "error_rate": 0.0}
+    return {"tier": tier, "error_rate": failures / requests if requests > 0 else 0.0}
 
 
 def render(data: dict[str, Any]) -> bytes:

@@ -10,6 +10,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from gateway.tiers import TIER_CHOICES
 from nodes.models import ModelProfile
 
 
@@ -98,6 +99,12 @@ class ApiKey(models.Model):
 class RequestLog(models.Model):
     """One row per /v1 request, written in bulk from the Redis buffer (see gateway.request_log)."""
 
+    class Degraded(models.TextChoices):
+        DOWNGRADED = "downgraded", "downgraded to the fallback profile"
+        CACHE = "cache", "answered from the response cache"
+        STATIC = "static", "the profile's static answer"
+        UNAVAILABLE = "unavailable", "503: unavailable at tier 3"
+
     request_id = models.CharField(max_length=40, unique=True)
     created_at = models.DateTimeField(db_index=True)
     endpoint = models.CharField(max_length=40)
@@ -129,6 +136,13 @@ class RequestLog(models.Model):
         help_text="The node counted far fewer prompt tokens than estimated: it probably cut "
         "the prompt silently (on a stream, too late for the response header).",
     )
+    degraded = models.CharField(
+        max_length=12,
+        blank=True,
+        choices=Degraded.choices,
+        help_text='What a degradation tier did to the request (README, "When things go '
+        'wrong"); empty when nothing.',
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -136,3 +150,31 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%H:%M:%S} {self.endpoint} {self.model} {self.status}"
+
+
+class TierChange(models.Model):
+    """A change of the cluster's degradation tier, recorded once by the gateway process that
+    made it (gateway.degradation)."""
+
+    at = models.DateTimeField(db_index=True)
+    from_tier = models.PositiveSmallIntegerField("from", choices=TIER_CHOICES)
+    to_tier = models.PositiveSmallIntegerField("to", choices=TIER_CHOICES)
+    error_rate = models.FloatField(help_text="Failed requests over all requests in the window.")
+    requests = models.PositiveIntegerField(help_text="Requests in the window, every process.")
+    failures = models.PositiveIntegerField(help_text="Of which the cluster failed.")
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} tier {self.from_tier} → {self.to_tier}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "from_tier": self.from_tier,
+            "to_tier": self.to_tier,
+            "error_rate": self.error_rate,
+            "requests": self.requests,
+            "failures": self.failures,
+        }

@@ -74,3 +74,17 @@ def transport_error(node: str, exc: Exception) -> GatewayError:
 
 def for_transport(node: str, exc: Exception) -> Retry:
     return Retry(transport_error(node, exc))
+
+
+def cluster_failed(outcome: Outcome, cluster_failed: bool) -> bool | None:
+    """What a finished request says about the cluster, for the degradation tiers' error
+    rate: True when the cluster failed it (every node tried failed or timed out, none could
+    take it, or its stream broke off), False when a node answered it (with the client's
+    error too), None when it says nothing (refused before routing: a bad body, a bad key, the
+    key's rate limit; the client left first). A request a retry saved is not a failure: its
+    client got the answer, and the failed node's ejection count has the failure."""
+    if cluster_failed or outcome == CUT_SHORT:
+        return True
+    if outcome == ANSWERED:
+        return False
+    return None

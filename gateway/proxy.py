@@ -65,7 +65,7 @@ class Proxy:
 
     async def run(self, ex: Exchange, routes: tuple[Route, ...], call: UpstreamCall) -> None:
         if not routes:
-            raise refusals.no_ready_node(ex.model)
+            raise _cluster_failure(ex, refusals.no_ready_node(ex.model))
         tried: set[str] = set()
         prefer = ""
         last: GatewayError | None = None
@@ -89,7 +89,7 @@ class Proxy:
                 prefer = node.gpu_type
                 await self.release(ex, retry.outcome)
                 log.info("attempt %d on %s failed: %s", attempt, node.name, retry.error.message)
-        raise last or refusals.no_node_could_serve(ex.model)
+        raise _cluster_failure(ex, last or refusals.no_node_could_serve(ex.model))
 
     async def acquire(
         self, ex: Exchange, routes: tuple[Route, ...], *, first: bool, prefer: str
@@ -113,7 +113,7 @@ class Proxy:
         if first:
             ex.headers = refusals.rate_headers(key, verdict)
         if refused is not None:
-            raise refused
+            raise _cluster_failure(ex, refused)  # every node busy with a full queue, or ejected
         self.rt.leases.hold(ex, Lease(lease, verdict.node, queued=verdict.status == "queued"))
         if verdict.status == "queued":
             verdict = await self.wait_in_queue(ex, routes, lease, prefer)
@@ -160,7 +160,8 @@ class Proxy:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                raise refusals.queue_timed_out(ex.model, settings.CLAWDBOT_QUEUE_TIMEOUT_S)
+                timed_out = refusals.queue_timed_out(ex.model, settings.CLAWDBOT_QUEUE_TIMEOUT_S)
+                raise _cluster_failure(ex, timed_out)
             if ex.stream and now >= next_ping:
                 await self.comment(ex, b": queued, waiting for a free slot\n\n")
                 next_ping = now + settings.CLAWDBOT_KEEPALIVE_S
@@ -221,6 +222,8 @@ class Proxy:
         headers = [JSON, *ex.base_headers()]
         if self._truncated(ex):
             headers.append((b"x-clawdbot-prompt-truncated", b"true"))
+        elif ex.keep_answer:
+            ex.answer = body  # for the response cache, stored once the answer is out
         ex.response_started = ex.content_sent = True
         await self.send(
             {
@@ -352,3 +355,10 @@ class Proxy:
             raise retry
         ex.outcome = node_faults.ANSWERED  # the request was at fault
         raise error
+
+
+def _cluster_failure(ex: Exchange, error: GatewayError) -> GatewayError:
+    """`error` ends the request because the cluster could not answer it: it counts against
+    the cluster's error rate, and in a degradation tier another answer may stand in."""
+    ex.cluster_failed = True
+    return error

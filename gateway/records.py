@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from gateway import metrics
+from gateway import metrics, node_faults
 from gateway.accounting import token_correction
 from gateway.exchange import Exchange
 from gateway.request_log import MESSAGE_LIMIT, LogEntry
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 async def close_exchange(rt: Runtime, ex: Exchange) -> None:
     """Release the lease and record metrics and the request log: one pipelined round trip.
-    Also for requests that never reached the proxy (no lease: the script only records)."""
+    Also for requests that never reached the proxy (no lease: the script only records).
+    What it says about the cluster is counted for the degradation tiers, in memory."""
     duration = time.perf_counter() - ex.started
     token_delta = 0
     if ex.key is not None and ex.key.tpm_limit:
@@ -47,7 +48,11 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         error_code=(ex.error.code or ex.error.type) if ex.error else "",
         error_message=ex.error.message[:MESSAGE_LIMIT] if ex.error else "",
         prompt_truncated=ex.truncated,
+        degraded=ex.degraded or ("downgraded" if ex.downgraded_from else ""),
     )
+    failed = node_faults.cluster_failed(ex.outcome, ex.cluster_failed)
+    if failed is not None:
+        rt.degradation.count(failed)  # in memory: the degradation tick sends it on
     lease = rt.leases.drop(ex)
     try:
         await rt.admission.release(

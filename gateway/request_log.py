@@ -45,6 +45,7 @@ class LogEntry:
     error_code: str
     error_message: str
     prompt_truncated: bool
+    degraded: str  # what a degradation tier did: RequestLog.Degraded, or empty
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -82,6 +83,7 @@ def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:
     row["error_message"] = _text(row["error_message"])[:MESSAGE_LIMIT]
     row["stream"] = bool(row["stream"])
     row["prompt_truncated"] = bool(row["prompt_truncated"])
+    row["degraded"] = _text(row["degraded"])[:12]
     row["attempts"] = row["attempts"] or 0
     try:
         row["created_at"] = datetime.fromtimestamp(float(entry["ts"]), tz=UTC)

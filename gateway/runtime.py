@@ -1,6 +1,7 @@
 """What one gateway process holds: the routing snapshot (refreshed in the background), the
-pooled upstream client, the Redis client and admission scripts, and the leases it must keep
-alive. Created on the first request, inside the server's event loop."""
+pooled upstream client, the Redis client and admission scripts, the leases it must keep
+alive, and its part in the degradation tiers (a tick a second) with the response cache.
+Created on the first request, inside the server's event loop."""
 
 from __future__ import annotations
 
@@ -20,10 +21,14 @@ from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy
 from gateway.auth import TokenVerifier
+from gateway.degradation import TICK_S, Change, Degradation
 from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
+from gateway.response_cache import ResponseCache
 from gateway.selectors import build_snapshot
+from gateway.services import tier_change_record
 from gateway.snapshot import Live, Snapshot, reweigh
+from gateway.tiers import TierPolicy
 from nodes.telemetry_store import summarise, telemetry_key, total_memory_gb
 from wire.http_client import UpstreamClient
 from wire.resp import RespClient
@@ -40,6 +45,8 @@ class Runtime:
     redis: aredis.Redis
     http: UpstreamClient
     admission: Admission
+    degradation: Degradation  # the tier this process acts on, and its request counts
+    cache: ResponseCache
     snapshot: Snapshot  # what requests route on: `base` reweighed with live telemetry
     base: Snapshot  # as built from the database
     leases: HeldLeases = field(default_factory=HeldLeases)
@@ -97,7 +104,8 @@ async def get_runtime() -> Runtime:
                 base_cooldown_ms=int(settings.CLAWDBOT_EJECT_COOLDOWN_S * 1000),
                 max_cooldown_ms=int(settings.CLAWDBOT_EJECT_MAX_COOLDOWN_S * 1000),
             )
-            admission = Admission(client, RespClient(settings.REDIS_URL), policy)
+            resp = RespClient(settings.REDIS_URL)
+            admission = Admission(client, resp, policy)
             try:
                 await admission.load()
             except Exception as exc:  # Redis down: requests will say so; scripts load later
@@ -106,6 +114,19 @@ async def get_runtime() -> Runtime:
                 redis=client,
                 http=http,
                 admission=admission,
+                degradation=Degradation(
+                    resp,
+                    _tier_policy(),
+                    window_s=settings.CLAWDBOT_TIER_WINDOW_S,
+                    warm_at=settings.CLAWDBOT_CACHE_WARM_AT,
+                    enabled=settings.CLAWDBOT_TIER_ENABLED,
+                ),
+                cache=ResponseCache(
+                    resp,
+                    ttl_s=settings.CLAWDBOT_CACHE_TTL_S,
+                    max_bytes=settings.CLAWDBOT_CACHE_MAX_BYTES,
+                    max_entry_bytes=settings.CLAWDBOT_CACHE_MAX_ENTRY_BYTES,
+                ),
                 snapshot=snapshot,
                 base=snapshot,
                 tokens=TokenVerifier.from_settings(settings),
@@ -116,6 +137,8 @@ async def get_runtime() -> Runtime:
                 log.warning("no live telemetry yet: %s", exc)
             runtime.tasks.append(asyncio.create_task(_refresh_forever(runtime)))
             runtime.tasks.append(asyncio.create_task(_renew_forever(runtime)))
+            if settings.CLAWDBOT_TIER_ENABLED:
+                runtime.tasks.append(asyncio.create_task(_degrade_forever(runtime)))
             if runtime.tokens is not None and runtime.tokens.jwks is not None:
                 runtime.tasks.append(asyncio.create_task(runtime.tokens.jwks.run_forever()))
             _runtime = runtime
@@ -189,3 +212,68 @@ async def _renew_forever(rt: Runtime) -> None:
             await rt.admission.renew(held)
         except Exception as exc:
             log.warning("could not renew %d leases: %s", len(held), exc)
+
+
+def _tier_policy() -> TierPolicy:
+    return TierPolicy(
+        thresholds=(
+            settings.CLAWDBOT_TIER_1_AT,
+            settings.CLAWDBOT_TIER_2_AT,
+            settings.CLAWDBOT_TIER_3_AT,
+        ),
+        margin=settings.CLAWDBOT_TIER_MARGIN,
+        min_requests=settings.CLAWDBOT_TIER_MIN_REQUESTS,
+        min_dwell_s=settings.CLAWDBOT_TIER_MIN_DWELL_S,
+    )
+
+
+async def _degrade_forever(rt: Runtime) -> None:
+    """The degradation tick: this process's counts out, the cluster's window and tier in."""
+    failing = False
+    while True:
+        await asyncio.sleep(TICK_S)
+        try:
+            change = await rt.degradation.tick()
+        except Exception as exc:
+            if not failing:
+                log.warning("degradation tier not updated: %s", exc)
+            failing = True
+            continue
+        failing = False
+        if change is not None:
+            window = change.window
+            log.warning(
+                "degradation tier %d (%s) -> %d (%s): cluster error rate %.1f%% "
+                "(%d of %d requests in the last %d s)",
+                change.before,
+                change.before.label,
+                change.after,
+                change.after.label,
+                window.rate * 100,
+                window.failures,
+                window.requests,
+                rt.degradation.window_s,
+            )
+            # Off the event loop: the database (and the alert's Redis calls) block.
+            record = asyncio.get_running_loop().run_in_executor(_executor, _record, change)
+            record.add_done_callback(_recorded)
+
+
+def _record(change: Change) -> None:
+    close_old_connections()
+    try:
+        tier_change_record(
+            before=int(change.before),
+            after=int(change.after),
+            error_rate=change.window.rate,
+            requests=change.window.requests,
+            failures=change.window.failures,
+            at=change.at,
+        )
+    finally:
+        connection.close()
+
+
+def _recorded(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("tier change not recorded in the database: %s", future.exception())

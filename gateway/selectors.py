@@ -48,6 +48,8 @@ def build_snapshot(version: int) -> Snapshot:
             fallback=p.fallback.model_id if p.fallback else None,
             min_vram_gb=p.min_vram_gb,
             created=int(p.created_at.timestamp()),
+            degraded_answer=p.degraded_answer,
+            degraded_mode=p.degraded_mode,
         )
         for p in ModelProfile.objects.filter(enabled=True).select_related("fallback")
     }

@@ -1,10 +1,11 @@
-"""Writes on API keys (create, revoke). The secret exists only in the return value."""
+"""Writes of the data plane's models: API keys (create, revoke; the secret exists only in the
+return value) and degradation tier changes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -12,8 +13,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from alerts.events import tier_change
+from alerts.services import notify
 from gateway.keys import generate_key, hash_key
-from gateway.models import ApiKey
+from gateway.models import ApiKey, TierChange
 from nodes.models import ModelProfile
 from nodes.routing_version import bump_after_commit
 
@@ -94,3 +97,20 @@ def apikey_revoke(*, key: ApiKey) -> bool:
     updated = apikeys_revoke(key_ids=[key.pk])
     key.refresh_from_db(fields=["revoked_at"])
     return updated == 1
+
+
+@transaction.atomic
+def tier_change_record(
+    *, before: int, after: int, error_rate: float, requests: int, failures: int, at: float
+) -> TierChange:
+    """Record a tier change and alert the channels that want `tier` events (after commit)."""
+    change = TierChange.objects.create(
+        at=datetime.fromtimestamp(at, tz=UTC),
+        from_tier=before,
+        to_tier=after,
+        error_rate=error_rate,
+        requests=requests,
+        failures=failures,
+    )
+    notify(tier_change(before, after, error_rate, requests))
+    return change

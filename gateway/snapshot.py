@@ -47,6 +47,8 @@ class ProfileView:
     fallback: str | None
     min_vram_gb: float
     created: int
+    degraded_answer: str = ""  # at tier 3, the answer to a request the cluster fails
+    degraded_mode: str = "static"  # static (the answer, or 503 without one) | unavailable
 
 
 @dataclass(frozen=True, slots=True)

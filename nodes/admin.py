@@ -200,6 +200,7 @@ class ModelProfileAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         "context_window",
         "max_output_tokens",
         "fallback",
+        "degraded_mode",
         "min_vram_gb",
         "prefetch",
         "keep_alive",
@@ -213,7 +214,10 @@ class ModelProfileAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("model_id", "upstream_model", "display_name", "enabled")}),
         ("Limits", {"fields": ("context_window", "max_output_tokens")}),
-        ("Degradation", {"fields": ("fallback",)}),
+        (
+            'Degradation (README, "When things go wrong")',
+            {"fields": ("fallback", "degraded_mode", "degraded_answer")},
+        ),
         (
             "GPU profile",
             {"fields": ("min_vram_gb", "prefetch", "warmup_prompt", "keep_alive")},

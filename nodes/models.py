@@ -147,6 +147,10 @@ class Node(models.Model):
 
 
 class ModelProfile(models.Model):
+    class DegradedMode(models.TextChoices):
+        STATIC = "static", "static answer"
+        UNAVAILABLE = "unavailable", "503 unavailable"
+
     model_id = models.CharField(
         "model id",
         max_length=128,
@@ -171,6 +175,19 @@ class ModelProfile(models.Model):
         on_delete=models.SET_NULL,
         related_name="downgrades_from",
         help_text="Profile served instead when the cluster degrades (X-Model-Downgraded).",
+    )
+    degraded_mode = models.CharField(
+        "degraded answer mode",
+        max_length=12,
+        choices=DegradedMode.choices,
+        default=DegradedMode.STATIC,
+        help_text="At degradation tier 3, what a request the cluster fails is answered with: "
+        "the degraded answer below (or 503 while it is empty), or always 503 with Retry-After.",
+    )
+    degraded_answer = models.TextField(
+        blank=True,
+        help_text="At tier 3, the answer (X-Clawdbot-Degraded: static) to a request the cluster "
+        "fails; empty = 503 with Retry-After.",
     )
     min_vram_gb = models.FloatField(
         "min VRAM (GB)",
@@ -242,6 +259,8 @@ class ModelProfile(models.Model):
             "context_window": self.context_window,
             "max_output_tokens": self.max_output_tokens,
             "fallback": self.fallback.model_id if self.fallback else None,
+            "degraded_mode": self.degraded_mode,
+            "degraded_answer": self.degraded_answer,
             "min_vram_gb": self.min_vram_gb,
             "prefetch": self.prefetch,
             "warmup_prompt": self.warmup_prompt,

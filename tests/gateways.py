@@ -51,6 +51,9 @@ def gateway_env(env: dict[str, str] | None = None) -> dict[str, str]:
         "CLAWDBOT_CONNECT_TIMEOUT_S": "2",
         "CLAWDBOT_READ_TIMEOUT_S": "20",
         "CLAWDBOT_LOG_LEVEL": "WARNING",
+        # Tests that inject faults would move the shared tier and change what later tests
+        # get; the degradation tests start gateways of their own with tiers on.
+        "CLAWDBOT_TIER_ENABLED": "false",
         **(env or {}),
     }
 

@@ -75,6 +75,16 @@ def test_bad_database_url_and_redis_url_are_named() -> None:
 
 
 @pytest.mark.slow  # a real process
+def test_tier_thresholds_must_rise_and_leave_room_for_the_margin() -> None:
+    result = _check({"CLAWDBOT_TIER_2_AT": "0.04"})
+    assert result.returncode != 0 and "that must rise: 0 < tier 1 < tier 2" in result.stderr
+    result = _check({"CLAWDBOT_TIER_MARGIN": "0.05"})
+    assert result.returncode != 0 and "CLAWDBOT_TIER_MARGIN (0.05) must be below" in result.stderr
+    result = _check({"CLAWDBOT_CACHE_SHARED": "maybe"})
+    assert "CLAWDBOT_CACHE_SHARED must be true or false" in result.stderr
+
+
+@pytest.mark.slow  # a real process
 def test_console_script_is_manage_py() -> None:
     script = Path(sys.executable).parent / "clawdbot"
     result = subprocess.run(

@@ -421,6 +421,17 @@ def test_profiles_with_slashes_in_their_id(
     assert load.json()["model"] == "Qwen/Qwen3-8B" and load["Location"].startswith("/api/tasks/")
 
 
+def test_a_profile_s_degraded_answer_is_set_through_the_api(
+    client: Client, staff: str, cluster: dict[str, Any]
+) -> None:
+    body = {"degraded_mode": "static", "degraded_answer": "Busy; try again in a minute."}
+    patched = call(client, "PATCH", "/api/profiles/qwen3-32b", body, key=staff)
+    assert patched.status_code == 200
+    assert {k: patched.json()[k] for k in body} == body
+    wrong = call(client, "PATCH", "/api/profiles/qwen3-32b", {"degraded_mode": "x"}, key=staff)
+    assert wrong.status_code == 400 and error_of(wrong)["param"] == "degraded_mode"
+
+
 def test_profile_rules_are_the_admins(client: Client, staff: str, cluster: dict[str, Any]) -> None:
     too_long = call(
         client, "PATCH", "/api/profiles/qwen3-32b", {"max_output_tokens": 10**6}, key=staff

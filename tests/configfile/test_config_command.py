@@ -246,3 +246,23 @@ def test_a_config_changed_between_plan_and_apply_applies_nothing(tmp_path: Path)
     with pytest.raises(ChangedMeanwhile):
         apply(changes, desired, prune=False)
     assert not Node.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_profile_s_degraded_answer_goes_out_and_comes_back(tmp_path: Path) -> None:
+    document = yaml.safe_load(FILE)
+    document["profiles"][0]["degraded_answer"] = "Busy: please try again in a minute."
+    document["profiles"][1]["degraded_mode"] = "unavailable"
+    config("apply", write(tmp_path, yaml.safe_dump(document)))
+    big, small = (ModelProfile.objects.get(model_id=m) for m in ("qwen3-32b", "qwen2-7b"))
+    assert (big.degraded_mode, big.degraded_answer) == (
+        "static",
+        "Busy: please try again in a minute.",
+    )
+    assert (small.degraded_mode, small.degraded_answer) == ("unavailable", "")
+    exported = {p["model_id"]: p for p in yaml.safe_load(config("export")[0])["profiles"]}
+    assert exported["qwen3-32b"]["degraded_answer"] == "Busy: please try again in a minute."
+    assert exported["qwen2-7b"]["degraded_mode"] == "unavailable"
+    document["profiles"][1]["degraded_mode"] = "sometimes"
+    with pytest.raises(CommandError, match=r"profiles\[1\]\.degraded_mode:"):
+        config("apply", write(tmp_path, yaml.safe_dump(document)))

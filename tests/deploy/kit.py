@@ -16,8 +16,8 @@ from gateway import metrics
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
 PACKAGES = ("clawdbot_site", "gateway", "nodes", "admin_api", "alerts", "configfile", "dashboard")
-# Built by the degradation-tiers issue; the kit's rule and panel use it ahead of time.
-FUTURE_METRICS = {"clawdbot_degradation_tier"}
+# Metrics the kit may read before the gateway exports them (none now).
+FUTURE_METRICS: set[str] = set()
 # Prometheus's own series about its scrapes.
 PROMETHEUS_OWN = {"up"}
 
@@ -37,6 +37,8 @@ def exported_metrics() -> set[str]:
         "version": 1,
         "log_rejected": 0,
         "log_backlog": 0,
+        "tier": 0,
+        "error_rate": 0.0,
     }
     text = metrics.render(data).decode()
     return {

@@ -29,6 +29,7 @@ ENTRY = LogEntry(
     error_code="",
     error_message="",
     prompt_truncated=False,
+    degraded="cache",
 )
 
 

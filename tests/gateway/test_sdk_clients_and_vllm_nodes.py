@@ -459,6 +459,10 @@ def test_readyz_is_503_with_problems_until_a_node_is_ready(
         "problems": [],
         "snapshot_version": ready.json()["snapshot_version"],
         "ready_nodes": 1,
+        # The degradation tier this process acts on (tiers are off in this test gateway).
+        "tier": 0,
+        "error_rate": 0.0,
+        "window_requests": 0,
     }
 
 

@@ -45,6 +45,7 @@ local size = tonumber(ARGV[6])
 local index = p .. 'answers:index'
 local sizes = p .. 'answers:sizes'
 local total = p .. 'answers:bytes'
+if size > budget then return 0 end  -- it would evict everything and still not fit
 local used = tonumber(redis.call('GET', total) or '0')
 local function forget(d)
   used = used - tonumber(redis.call('HGET', sizes, d) or '0')
@@ -117,9 +118,9 @@ class ResponseCache:
 
     async def store(self, key: str, answer: bytes) -> bool:
         """Keep `answer` under `key` (a digest); False when it is too large to keep."""
-        if len(answer) > self.max_entry_bytes:
-            return False
         size = len(answer) + ENTRY_OVERHEAD
+        if len(answer) > self.max_entry_bytes or size > self.max_bytes:
+            return False
         args = [key, answer, int(time.time() * 1000), self.ttl_ms, self.max_bytes, size]
         stored = await self._resp.evalsha(STORE_SHA, STORE, [redis_keys.PREFIX], args)
         return bool(stored)

@@ -141,9 +141,11 @@ async def test_an_answer_over_the_entry_cap_or_the_budget_is_not_stored(
     cache = ResponseCache(resp, ttl_s=60, max_bytes=100_000, max_entry_bytes=500)
     assert not await cache.store("big", answer(501))
     assert await cache.fetch("big") is None
-    tiny = ResponseCache(resp, ttl_s=60, max_bytes=100, max_entry_bytes=500)
-    assert not await tiny.store("medium", answer(400))
+    tiny = ResponseCache(resp, ttl_s=60, max_bytes=600, max_entry_bytes=500)
+    assert await tiny.store("small", answer(100))
+    assert not await tiny.store("medium", answer(450))  # over the whole budget on its own
     assert await tiny.fetch("medium") is None
+    assert await tiny.fetch("small") == answer(100), "nothing was evicted for it"
     off = ResponseCache(resp, ttl_s=60, max_bytes=0, max_entry_bytes=500)
     assert not await off.store("any", answer(1))
 

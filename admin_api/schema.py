@@ -27,3 +27,32 @@ def paths_without_trailing_slash(result: dict[str, Any], **kwargs: Any) -> dict[
         (path.rstrip("/") or "/"): item for path, item in result.get("paths", {}).items()
     }
     return result
+
+
+# The integer bounds Django derives from the database's column types: PostgreSQL's 32- and
+# 16-bit integers, SQLite's 64-bit ones. They say nothing about the API and would make the
+# published schema depend on the database it was generated against.
+DATABASE_INTEGER_BOUNDS = frozenset(
+    {32767, -32768, 2147483647, -2147483648, 9223372036854775807, -9223372036854775808}
+)
+
+
+def without_database_integer_bounds(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def clean(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "integer":
+                removed = False
+                for bound in ("maximum", "minimum"):
+                    if node.get(bound) in DATABASE_INTEGER_BOUNDS:
+                        del node[bound]
+                        removed = True
+                if removed and node.get("format") == "int64":
+                    del node["format"]  # written because of SQLite's 64-bit bound
+            for value in node.values():
+                clean(value)
+        elif isinstance(node, list):
+            for value in node:
+                clean(value)
+
+    clean(result)
+    return result

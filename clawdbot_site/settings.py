@@ -265,6 +265,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "admin_api.schema.paths_without_trailing_slash",
+        "admin_api.schema.without_database_integer_bounds",
     ],
 }
 

@@ -1,4 +1,6 @@
-"""URLs of the management REST API, mounted at /api/. Paths take no trailing slash (like /v1;
+"""URLs of the management REST API, mounted at /api/. Importing them registers the OpenAPI
+extensions too: loaded with the URLconf, not at start-up, so a gateway process that serves only
+/v1 never loads DRF's schema machinery. Paths take no trailing slash (like /v1;
 one is tolerated). Model ids may contain slashes (`Qwen/Qwen3-32B`), so the profile routes
 match the action suffix first."""
 
@@ -10,6 +12,7 @@ from django.urls import URLPattern, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from admin_api import resources as api
+from admin_api import schema  # noqa: F401  registers the staff key's OpenAPI scheme
 from admin_api.errors import not_found
 from admin_api.index import ApiIndexView
 

@@ -10,7 +10,6 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from readiness.models import ReadinessCheck, ReadinessResult, ReadinessRun
-from readiness.services import queue_run
 
 COLOURS = {
     "pass": "#1a7f37",
@@ -101,6 +100,10 @@ class ReadinessRunAdmin(admin.ModelAdmin):
 
 
 def _queue(model_admin: admin.ModelAdmin, request: HttpRequest) -> None:  # type: ignore[type-arg]
+    # Imported here: the admin is loaded in every process at start-up, the checklist's
+    # machinery (HTTP clients, the load generator) only where a run is started.
+    from readiness.services import queue_run
+
     try:
         run = queue_run(f"admin ({request.user})")
     except Exception as exc:

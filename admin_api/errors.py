@@ -54,6 +54,20 @@ class FieldErrors(GatewayError):
         return orjson.dumps({"error": error})
 
 
+def load_task_or_404(task_id: str) -> Any:
+    """A load task's status (both management APIs answer it), or the 404 that says why not."""
+    from nodes.load_jobs import load_status
+
+    status = load_status(task_id)
+    if status is None:
+        raise GatewayError(
+            404,
+            f"There is no load task `{task_id}` (finished tasks are kept for an hour).",
+            code="task_not_found",
+        )
+    return status
+
+
 def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     """DRF's exception handler for the management views."""
     set_rollback()

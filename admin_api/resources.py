@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from admin_api.auth import IsStaff, StaffApiKeyAuthentication
-from admin_api.errors import openai_exception_handler
+from admin_api.errors import load_task_or_404, openai_exception_handler
 from admin_api.pagination import LimitPages, RequestLogPages
 from admin_api.requestlog_query import parse_filters
 from admin_api.serializers import (
@@ -46,7 +46,7 @@ from gateway.errors import GatewayError
 from gateway.models import ApiKey, RequestLog
 from gateway.services import apikey_create, apikey_revoke
 from nodes import tasks as node_tasks
-from nodes.load_jobs import load_status, schedule_prefetch_warmup, start_load
+from nodes.load_jobs import schedule_prefetch_warmup, start_load
 from nodes.models import Deployment, ModelProfile, Node
 from nodes.placement import resolve_load_request
 from nodes.probe_runner import probe_and_record
@@ -521,11 +521,4 @@ class TaskViewSet(Management, viewsets.ViewSet):
         summary="A load task's progress",
     )
     def retrieve(self, request: Request, task_id: str) -> Response:
-        status = load_status(task_id)
-        if status is None:
-            raise GatewayError(
-                404,
-                f"There is no load task `{task_id}` (finished tasks are kept for an hour).",
-                code="task_not_found",
-            )
-        return Response(status)
+        return Response(load_task_or_404(task_id))

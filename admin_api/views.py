@@ -18,10 +18,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from admin_api.auth import IsStaff, StaffApiKeyAuthentication
-from admin_api.errors import openai_exception_handler
-from gateway.errors import GatewayError, bad_request
+from admin_api.errors import load_task_or_404, openai_exception_handler
+from gateway.errors import bad_request
 from gateway.validation import invalid_type, json_type_name
-from nodes.load_jobs import load_status, start_load
+from nodes.load_jobs import start_load
 from nodes.placement import resolve_load_request
 
 LOAD_FIELDS = ("model", "nodes")
@@ -60,14 +60,7 @@ class LoadModelView(AdminApiView):
 
 class TaskStatusView(AdminApiView):
     def get(self, request: Request, task_id: str) -> Response:
-        status = load_status(task_id)
-        if status is None:
-            raise GatewayError(
-                404,
-                f"There is no load task `{task_id}` (finished tasks are kept for an hour).",
-                code="task_not_found",
-            )
-        return Response(status)
+        return Response(load_task_or_404(task_id))
 
 
 def parse_load_body(body: bytes) -> tuple[str, list[str] | None]:

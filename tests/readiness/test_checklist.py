@@ -45,14 +45,10 @@ def check(key: str, url: str = "http://127.0.0.1:9", **ctx: Any) -> Any:
     return CHECKS[key](context)
 
 
-@pytest.fixture
-def cluster(
-    simulator: Callable[..., SimProcess], transactional_db: None
-) -> Iterator[dict[str, Any]]:
-    """One READY Ollama node (a simulated A100, 40960-token model) serving one profile."""
-    sim = simulator("--model", "qwen3:32b", "--context-length", "40960", "--gpu-type", "A100")
+def serving_node(name: str, sim: SimProcess) -> tuple[Node, ModelProfile]:
+    """A READY Ollama node on `sim` (an A100 with room for a burst) serving `qwen3-32b`."""
     node = Node.objects.create(
-        name="sim1",
+        name=name,
         base_url=sim.url,
         api_kind="ollama",
         gpu_type="A100",
@@ -68,6 +64,16 @@ def cluster(
         max_output_tokens=1024,
     )
     Deployment.objects.create(node=node, profile=profile)
+    return node, profile
+
+
+@pytest.fixture
+def cluster(
+    simulator: Callable[..., SimProcess], transactional_db: None
+) -> Iterator[dict[str, Any]]:
+    """One READY Ollama node (a simulated A100, 40960-token model) serving one profile."""
+    sim = simulator("--model", "qwen3:32b", "--context-length", "40960", "--gpu-type", "A100")
+    node, profile = serving_node("sim1", sim)
     yield {"sim": sim, "node": node, "profile": profile}
     telemetry_store.forget_agent(node.name)
 
@@ -278,23 +284,7 @@ def test_smoke_load_and_latency_fail_on_a_sick_node(
     simulator: Callable[..., SimProcess], gateway: GatewayProcess, transactional_db: None
 ) -> None:
     sim = simulator("--model", "qwen3:32b", "--error-rate", "0.5", "--fault-seed", "7")
-    node = Node.objects.create(
-        name="sick",
-        base_url=sim.url,
-        api_kind="ollama",
-        gpu_type="A100",
-        vram_gb_per_gpu=80,
-        max_concurrent=32,
-        queue_size=64,
-        state="READY",
-    )
-    profile = ModelProfile.objects.create(
-        model_id="qwen3-32b",
-        upstream_model="qwen3:32b",
-        context_window=8192,
-        max_output_tokens=1024,
-    )
-    Deployment.objects.create(node=node, profile=profile)
+    serving_node("sick", sim)
     key = apikey_create(name="smoke")
     verdict = check("smoke-load", gateway.url, smoke_key=key.secret, smoke_prefix=key.key.prefix)
     assert verdict.status == "fail", verdict.reason

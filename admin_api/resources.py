@@ -16,6 +16,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -96,26 +97,39 @@ class ConfigViewSet(
             serializer.save()
 
 
-def _not_found(kind: str, value: str, listing: str) -> GatewayError:
-    return GatewayError(
-        404, f"There is no {kind} `{value}`; GET {listing} lists them.", code="not_found"
-    )
+# One object by the route's lookup field, or a 404 naming what was asked for and where the
+# list is. Put first in a view's bases, ahead of the DRF mixins. (A comment, not a docstring:
+# the OpenAPI schema takes a view's description from the first docstring in its bases.)
+class ByLookup(GenericAPIView):  # type: ignore[type-arg]
+    noun: str
+    listing: str
+
+    def lookup_value(self) -> str:
+        return str(self.kwargs[self.lookup_field])
+
+    def get_object(self) -> Any:
+        value = self.lookup_value()
+        found = self.get_queryset().filter(**{self.lookup_field: value}).first()
+        if found is None:
+            raise self.missing(value)
+        self.check_object_permissions(self.request, found)
+        return found
+
+    def missing(self, value: str) -> GatewayError:
+        return GatewayError(
+            404,
+            f"There is no {self.noun} `{value}`; GET {self.listing} lists them.",
+            code="not_found",
+        )
 
 
-class NodeViewSet(ConfigViewSet):
+class NodeViewSet(ByLookup, ConfigViewSet):
     serializer_class = NodeSerializer
     lookup_field = "name"
+    noun, listing = "node", "/api/nodes"
 
     def get_queryset(self) -> QuerySet[Node]:
         return Node.objects.prefetch_related("deployments__profile").order_by("name")
-
-    def get_object(self) -> Node:
-        name = self.kwargs["name"]
-        node = self.get_queryset().filter(name=name).first()
-        if node is None:
-            raise _not_found("node", name, "/api/nodes")
-        self.check_object_permissions(self.request, node)
-        return node
 
     @extend_schema(request=None, responses=NodeSerializer, summary="Drain a node")
     def drain(self, request: Request, name: str) -> Response:
@@ -152,7 +166,7 @@ class NodeViewSet(ConfigViewSet):
         node = self.get_object()
         recorded = probe_and_record([node], then=node_tasks.follow_up)
         if not recorded:  # deleted meanwhile
-            raise _not_found("node", name, "/api/nodes")
+            raise self.missing(name)
         outcome, result = recorded[0]
         return Response(
             {
@@ -203,9 +217,10 @@ class NodeViewSet(ConfigViewSet):
         return self.get_paginated_response(HealEventSerializer(page, many=True).data)
 
 
-class ProfileViewSet(ConfigViewSet):
+class ProfileViewSet(ByLookup, ConfigViewSet):
     serializer_class = ProfileSerializer
     lookup_field = "model_id"
+    noun, listing = "model profile", "/api/profiles"
 
     def get_queryset(self) -> QuerySet[ModelProfile]:
         return (
@@ -213,14 +228,6 @@ class ProfileViewSet(ConfigViewSet):
             .prefetch_related("deployments__node")
             .order_by("model_id")
         )
-
-    def get_object(self) -> ModelProfile:
-        model_id = self.kwargs["model_id"]
-        profile = self.get_queryset().filter(model_id=model_id).first()
-        if profile is None:
-            raise _not_found("model profile", model_id, "/api/profiles")
-        self.check_object_permissions(self.request, profile)
-        return profile
 
     @extend_schema(
         request=LoadSerializer,
@@ -278,6 +285,7 @@ class DeploymentViewSet(ConfigViewSet):
 
 
 class KeyViewSet(
+    ByLookup,
     Management,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -288,6 +296,7 @@ class KeyViewSet(
 
     serializer_class = KeySerializer
     lookup_field = "prefix"
+    noun, listing = "API key with prefix", "/api/keys"
 
     @extend_schema(
         parameters=[
@@ -317,13 +326,8 @@ class KeyViewSet(
                 )
         return queryset.order_by("name", "prefix")
 
-    def get_object(self) -> ApiKey:
-        prefix = self.kwargs["prefix"].removeprefix("ck-").split("-", 1)[0]
-        key = self.get_queryset().filter(prefix=prefix).first()
-        if key is None:
-            raise _not_found("API key with prefix", prefix, "/api/keys")
-        self.check_object_permissions(self.request, key)
-        return key
+    def lookup_value(self) -> str:
+        return str(self.kwargs["prefix"]).removeprefix("ck-").split("-", 1)[0]  # or a whole key
 
     @extend_schema(request=KeySerializer, responses={201: CreatedKeySerializer})
     def create(self, request: Request) -> Response:
@@ -420,21 +424,15 @@ class RequestLogViewSet(
         return row
 
 
-class AlertChannelViewSet(ConfigViewSet):
+class AlertChannelViewSet(ByLookup, ConfigViewSet):
     """Where alerts go: JSON webhook, Slack, WeCom robot or email."""
 
     serializer_class = AlertChannelSerializer
     lookup_field = "name"
+    noun, listing = "alert channel", "/api/alert-channels"
 
     def get_queryset(self) -> QuerySet[AlertChannel]:
         return AlertChannel.objects.order_by("name")
-
-    def get_object(self) -> AlertChannel:
-        name = self.kwargs["name"]
-        channel = self.get_queryset().filter(name=name).first()
-        if channel is None:
-            raise _not_found("alert channel", name, "/api/alert-channels")
-        return channel
 
     @extend_schema(
         request=None,
@@ -461,6 +459,7 @@ class AlertChannelViewSet(ConfigViewSet):
 
 
 class ReadinessRunViewSet(
+    ByLookup,
     Management,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -469,16 +468,10 @@ class ReadinessRunViewSet(
     """Readiness checklist runs, newest first, each with its checks' results and reasons."""
 
     serializer_class = ReadinessRunSerializer
+    noun, listing = "readiness run", "/api/readiness/runs"
 
     def get_queryset(self) -> QuerySet[ReadinessRun]:
         return ReadinessRun.objects.prefetch_related("results").order_by("-started_at")
-
-    def get_object(self) -> ReadinessRun:
-        pk = self.kwargs["pk"]
-        run = self.get_queryset().filter(pk=pk).first()
-        if run is None:
-            raise _not_found("readiness run", pk, "/api/readiness/runs")
-        return run
 
     @extend_schema(request=None, responses={202: ReadinessRunSerializer}, summary="Run now")
     def create(self, request: Request) -> Response:
@@ -492,6 +485,7 @@ class ReadinessRunViewSet(
 
 
 class ReadinessCheckViewSet(
+    ByLookup,
     Management,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -502,17 +496,11 @@ class ReadinessCheckViewSet(
 
     serializer_class = ReadinessCheckSerializer
     lookup_field = "key"
+    noun, listing = "readiness check", "/api/readiness/checks"
 
     def get_queryset(self) -> QuerySet[ReadinessCheck]:
         sync_catalog()
         return ReadinessCheck.objects.order_by("position")
-
-    def get_object(self) -> ReadinessCheck:
-        key = self.kwargs["key"]
-        check = self.get_queryset().filter(key=key).first()
-        if check is None:
-            raise _not_found("readiness check", key, "/api/readiness/checks")
-        return check
 
 
 class TaskViewSet(Management, viewsets.ViewSet):

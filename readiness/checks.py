@@ -31,6 +31,7 @@ from gateway.tasks import flush_request_logs
 from nodes import telemetry_store
 from nodes.discovery import same_model
 from nodes.models import ModelProfile, Node
+from nodes.placement import telemetry_memory
 from nodes.probes import ProbeResult, probe
 from readiness import verdicts
 from readiness.verdicts import ServedWindow, Verdict, failed, from_problems, passed, skipped
@@ -396,19 +397,17 @@ def latency_p95(ctx: Context) -> Verdict:
     latencies: dict[str, list[float]] = defaultdict(list)
     for node, latency_ms in rows:
         latencies[node].append(latency_ms / 1000)
-    memory = {n.name: n.vram_gb_per_gpu or _measured_gb(n) for n in ctx.nodes}
+    measured = telemetry_memory(ctx.nodes)  # whole-node GB, for nodes with no VRAM configured
+    memory = {
+        n.name: n.vram_gb_per_gpu or (measured.get(n.name) or 0.0) / max(n.gpu_count, 1)
+        for n in ctx.nodes
+    }
     return verdicts.latency_p95(
         latencies,
         memory,
         settings.CLAWDBOT_READY_P95_SMALL_GPU_S,
         settings.CLAWDBOT_READY_P95_LARGE_GPU_S,
     )
-
-
-def _measured_gb(node: Node) -> float:
-    reading = telemetry_store.latest([node.name]).get(node.name)
-    total = telemetry_store.total_memory_gb(reading)
-    return (total / max(node.gpu_count, 1)) if total else 0.0
 
 
 CHECKS: dict[str, Callable[[Context], Verdict]] = {

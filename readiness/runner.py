@@ -90,10 +90,9 @@ def sync_catalog() -> None:
     ReadinessCheck.objects.exclude(key__in=catalog.KEYS).delete()
 
 
-def start_run(trigger: str, gateway_url: str = "") -> ReadinessRun:
-    return ReadinessRun.objects.create(
-        started_at=timezone.now(), trigger=trigger[:40], gateway_url=gateway_url
-    )
+def start_run(trigger: str) -> ReadinessRun:
+    """The row of a run started from the admin or the API, before a worker runs it."""
+    return ReadinessRun.objects.create(started_at=timezone.now(), trigger=trigger[:40])
 
 
 def run_checklist(
@@ -196,9 +195,8 @@ def _run_one(spec: catalog.CheckSpec, enabled: bool, ctx: Context, have_key: boo
 def _store(report: RunReport, run_id: int | None) -> int | None:
     try:
         run = ReadinessRun.objects.filter(pk=run_id).first() if run_id else None
-        if run is None:
-            run = start_run(report.trigger)
-            run.started_at = report.started_at
+        if run is None:  # run from the command line: stored once it has finished
+            run = ReadinessRun(started_at=report.started_at, trigger=report.trigger[:40])
         run.finished_at = report.finished_at
         run.state = report.state
         run.gateway_url = report.gateway_url

@@ -4,6 +4,7 @@ check is shown passing on a healthy cluster and failing for what it guards again
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -374,12 +375,14 @@ def test_serve_production_refuses_to_start_when_not_ready(transactional_db: None
     assert run.results.filter(status=ReadinessResult.Status.FAIL).exists()
 
 
-def test_serve_production_starts_once_ready(cluster: dict[str, Any]) -> None:
-    port = free_port()
+@contextlib.contextmanager
+def serving(port: int, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`clawdbot serve --production` started, with what it printed up to its banner (or its
+    end); stopped on leaving."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "clawdbot_site.cli", "serve", "--production", "--port", str(port)],
         cwd=ROOT,
-        env=command_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -391,42 +394,28 @@ def test_serve_production_starts_once_ready(cluster: dict[str, Any]) -> None:
             output.append(line)
             if "serving on" in line:
                 break
-        text = "".join(output)
+        yield proc, "".join(output)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_production_starts_once_ready(cluster: dict[str, Any]) -> None:
+    port = free_port()
+    with serving(port, command_env()) as (proc, text):
         assert "READY:" in text, text[-2000:]
         assert proc.poll() is None
         deadline = time.monotonic() + 15
         while not _listening(port) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)  # bounded: daphne binds just after the banner
         assert _listening(port)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     assert ReadinessRun.objects.get().state == "passed"
 
 
 def test_serve_production_can_skip_the_checklist_during_an_incident(
     transactional_db: None,
 ) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clawdbot_site.cli", "serve", "--production", "--port", str(port)],
-        cwd=ROOT,
-        env=command_env(CLAWDBOT_SKIP_READINESS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        output = []
-        for line in proc.stdout:  # bounded: the process ends or serves
-            output.append(line)
-            if "serving on" in line:
-                break
-        text = "".join(output)
+    with serving(free_port(), command_env(CLAWDBOT_SKIP_READINESS="1")) as (_, text):
         assert "WARNING: production mode started without the readiness checklist" in text
         assert "readiness checklist first" not in text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     assert not ReadinessRun.objects.exists()

@@ -167,16 +167,22 @@ def test_a_valid_token_verifies_with_its_key_and_algorithm_only() -> None:
 @pytest.mark.parametrize(
     ("token_claims", "reason"),
     [
-        ({"exp": int(time.time()) - 60}, "has expired"),
+        # exp and nbf as seconds from now, resolved when the test runs: a time taken at
+        # collection has drifted by then (a full suite runs for over ten minutes).
+        ({"exp": -60}, "has expired"),
         ({"iss": "https://evil.example.com/"}, "issuer \\(iss\\) is not"),
         ({"iss": None}, "no 'iss' claim"),
         ({"aud": "another-app"}, "audience \\(aud\\) is not this gateway's \\('clawdbot'\\)"),
         ({"aud": None}, "no 'aud' claim"),
         ({"exp": None}, "no 'exp' claim"),
-        ({"nbf": int(time.time()) + 600}, "not valid yet"),
+        ({"nbf": 600}, "not valid yet"),
     ],
 )
 def test_claims_that_refuse_a_token(token_claims: dict[str, Any], reason: str) -> None:
+    now = int(time.time())
+    for name in ("exp", "nbf"):
+        if isinstance(token_claims.get(name), int):
+            token_claims = {**token_claims, name: now + token_claims[name]}
     with pytest.raises(TokenRejected, match=reason):
         verify_claims(hs_token(**token_claims), SECRET, "HS256", POLICY)
 

@@ -144,6 +144,25 @@ class RequestLog(models.Model):
         'wrong"); empty when nothing.',
     )
 
+    class Affinity(models.TextChoices):
+        HIT = "hit", "sent to the node that holds the conversation's prompt cache"
+        MISS = "miss", "a conversation no node holds yet: placed by expected completion time"
+        REBALANCED = "rebalanced", "the caching node was too busy: sent elsewhere"
+
+    affinity = models.CharField(
+        max_length=12,
+        blank=True,
+        choices=Affinity.choices,
+        help_text="How conversation affinity placed the request; empty when it was off or "
+        "the request was not routed.",
+    )
+    route = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Why this node: its expected completion time and the runner-up's "
+        "(the X-Clawdbot-Route header).",
+    )
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "created_at"])]

@@ -7,12 +7,14 @@ TEST_REDIS_SOCKET := var/redis-test.sock
 
 .PHONY: run test test-fast scale-test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Clawdbot needs Python 3.11 or newer (found: $$($(PYTHON) --version 2>&1)); set PYTHON=python3.12 for example"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@command -v npm >/dev/null || { echo "The console's chart library comes from npm: install Node.js 18 or newer (e.g. apt-get install npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -54,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) var node_modules .pytest_cache .ruff_cache .mypy_cache

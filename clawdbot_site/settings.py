@@ -237,7 +237,13 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
-LOGIN_URL = "/admin/login/"
+# The console's chart library, installed from the npm registry by `make` (`npm ci` against the
+# committed package-lock.json) and served as our own static files, so the console works
+# offline and no third-party code is committed.
+NPM_MODULES_DIR = BASE_DIR / "node_modules"
+STATICFILES_DIRS = [("vendor/uplot", NPM_MODULES_DIR / "uplot" / "dist")]
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from simulator import control, ollama_api, openai_api
-from simulator.engine import SimConfig, normalize_model_name
+from simulator.engine import DEFAULT_PREFIX_CACHE_TOKENS, SimConfig, normalize_model_name
 from simulator.state import STATE, Listener, SimState, bind_socket, host_for_url
 
 BANNER = "Clawdbot simulated GPU node (not a real GPU)"
@@ -185,6 +185,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "the request sends truncate/shift false",
     )
     add("--fault-seed", type=int, default=None, help="seed for --error-rate draws")
+    add(
+        "--prefix-cache-tokens",
+        type=int,
+        default=DEFAULT_PREFIX_CACHE_TOKENS,
+        metavar="N",
+        help="prompt tokens the node's prefix (KV) cache keeps, least recently used out first;"
+        " cached tokens skip prefill (0 turns the cache off)",
+    )
     return parser
 
 
@@ -227,6 +235,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         drop_mode=args.drop_mode,
         refuse_connections=args.refuse_connections,
         engine_dead=args.engine_dead,
+        prefix_cache_tokens=args.prefix_cache_tokens,
     )
 
 

@@ -16,6 +16,12 @@ Formulas (kept here so there is one place to read them):
   ``cold_load_ms / speed``: loading is bound by disk and PCIe, not by the GPU's compute.
 * Ollama silent truncation (llama.cpp context shift): keep ``num_keep`` tokens, drop whole
   blocks of ``(num_ctx - num_keep) // 2`` tokens from just after them until the rest fits.
+* Prefix cache (as vLLM's automatic prefix caching): the prompt's canonical text is cut into
+  blocks of ``PREFIX_BLOCK_TOKENS * CHARS_PER_TOKEN`` characters, each hashed with the hash
+  of the block before it, so two prompts share exactly the blocks of their common prefix.
+  A prompt's cached tokens are ``min(16 * leading blocks found, prompt_tokens - 1)`` (the last
+  token is always computed, as in vLLM) and prefill pays only ``prompt_tokens - cached``.
+  Each node keeps at most ``--prefix-cache-tokens // 16`` blocks, least recently used out first.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ THINKING_TOKENS = 8
 CONCURRENCY_SLOWDOWN = 0.15
 DEFAULT_NUM_KEEP = 4
 DEFAULT_KEEP_ALIVE_S = 300.0
+PREFIX_BLOCK_TOKENS = 16
+DEFAULT_PREFIX_CACHE_TOKENS = 65536
 
 API_KINDS = ("ollama", "openai")
 DROP_MODES = ("error", "abrupt")
@@ -104,6 +112,7 @@ class SimConfig:
     drop_mode: str = "error"
     refuse_connections: bool = False
     engine_dead: bool = False
+    prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS
 
     def validate(self) -> None:
         """Raise ValueError naming the flag when a value cannot work."""
@@ -124,6 +133,7 @@ class SimConfig:
             (self.embedding_dim >= 1, "--embedding-dim must be >= 1"),
             (0 <= self.port <= 65535, "--port must be 0..65535"),
             (0 <= self.control_port <= 65535, "--control-port must be 0..65535"),
+            (self.prefix_cache_tokens >= 0, "--prefix-cache-tokens must be >= 0"),
         )
         for ok, message in checks:
             if not ok:
@@ -360,6 +370,84 @@ def seed_for(explicit: object, text: str) -> int:
     if isinstance(explicit, int) and not isinstance(explicit, bool):
         return explicit
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+# --- prefix cache ------------------------------------------------------------------------
+
+
+def chat_prefix_text(messages: Sequence[object]) -> str:
+    """The text a chat prompt's cache blocks are cut from: each message on its own, so the
+    messages of turn N are a prefix of turn N+1's (the template of a real server does the
+    same: earlier messages render identically)."""
+    parts: list[str] = []
+    for message in messages:
+        if isinstance(message, Mapping):
+            content = message.get("content")
+            text = content if isinstance(content, str) else orjson.dumps(content).decode()
+            calls = message.get("tool_calls")
+            if calls:
+                text += orjson.dumps(calls).decode()
+            parts.append(f"<{message.get('role')}>{text}\x00")
+    return "".join(parts)
+
+
+def prefix_block_hashes(text: str) -> list[bytes]:
+    """Chained hashes of the text's full blocks: block i's hash covers blocks 0..i."""
+    size = PREFIX_BLOCK_TOKENS * CHARS_PER_TOKEN
+    hashes: list[bytes] = []
+    previous = b""
+    for start in range(0, len(text) - size + 1, size):
+        previous = hashlib.blake2b(
+            previous + text[start : start + size].encode(), digest_size=12
+        ).digest()
+        hashes.append(previous)
+    return hashes
+
+
+def cached_prompt_tokens(hit_blocks: int, prompt_tokens: int) -> int:
+    """Tokens prefill skips: whole blocks found, never the prompt's last token."""
+    return max(min(hit_blocks * PREFIX_BLOCK_TOKENS, prompt_tokens - 1), 0)
+
+
+class PrefixCache:
+    """A node's bounded LRU of prompt blocks (by chained hash). Not thread-safe; the
+    simulator runs one event loop."""
+
+    __slots__ = ("_blocks", "capacity_blocks")
+
+    def __init__(self, capacity_tokens: int) -> None:
+        self.capacity_blocks = capacity_tokens // PREFIX_BLOCK_TOKENS
+        self._blocks: dict[bytes, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def lookup(self, hashes: Sequence[bytes]) -> int:
+        """Leading blocks present; those are touched so they stay."""
+        hits = 0
+        for block in hashes:
+            if block not in self._blocks:
+                break
+            hits += 1
+        self._touch(hashes[:hits])
+        return hits
+
+    def insert(self, hashes: Sequence[bytes]) -> None:
+        """Keep ``hashes`` as most recent, evicting the least recently used past capacity."""
+        if self.capacity_blocks <= 0:
+            return
+        self._touch(hashes[: self.capacity_blocks])
+        blocks = self._blocks
+        while len(blocks) > self.capacity_blocks:
+            del blocks[next(iter(blocks))]
+
+    def _touch(self, hashes: Sequence[bytes]) -> None:
+        # Last block first: when a prompt's blocks are equally old, its tail goes before its
+        # head (vLLM's rule), since a chain without its head is of no use to anyone.
+        blocks = self._blocks
+        for block in reversed(hashes):
+            blocks.pop(block, None)
+            blocks[block] = None
 
 
 # --- context window ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from simulator.engine import (
     AnswerPlan,
     AnswerRequest,
     ModelCard,
+    chat_prefix_text,
     chat_seed_text,
     context_tokens,
     effective_num_ctx,
@@ -250,7 +251,14 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
     )
     prompt_tokens = estimate_chat_tokens(messages, tools)
     return await _ollama_generate_response(
-        request, state, body, common, answer, prompt_tokens, shape="chat"
+        request,
+        state,
+        body,
+        common,
+        answer,
+        prompt_tokens,
+        shape="chat",
+        prefix_text=chat_prefix_text(messages),
     )
 
 
@@ -289,8 +297,17 @@ async def ollama_generate(request: web.Request) -> web.StreamResponse:
     prompt_tokens = estimate_prompt_tokens(
         prompt, system=system, suffix=suffix, images=len(images), context=context_len
     )
+    # Images and a context array are not text the cache could cut into blocks.
+    prefix_text = f"{system}\x00{prompt}" if not images and not context_len else None
     return await _ollama_generate_response(
-        request, state, body, common, answer, prompt_tokens, shape="generate"
+        request,
+        state,
+        body,
+        common,
+        answer,
+        prompt_tokens,
+        shape="generate",
+        prefix_text=prefix_text,
     )
 
 
@@ -339,6 +356,11 @@ def _ollama_tool_calls(plan: AnswerPlan) -> list[dict[str, Any]]:
     ]
 
 
+def _keep_answer(generation: Generation, plan: AnswerPlan, shape: str) -> None:
+    if shape == "chat" and plan.tool_call is None:
+        generation.keep_answer(plan.text)
+
+
 def _ollama_done(
     reply: dict[str, Any],
     generation: Generation,
@@ -371,6 +393,7 @@ async def _ollama_generate_response(
     prompt_tokens: int,
     *,
     shape: str,
+    prefix_text: str | None,
 ) -> web.StreamResponse:
     started = time.perf_counter_ns()
     status = state.injected_status()
@@ -391,7 +414,8 @@ async def _ollama_generate_response(
             evaluated = truncated_prompt_tokens(
                 prompt_tokens, num_ctx=common.num_ctx, num_keep=4 if num_keep is None else num_keep
             )
-            await generation.prefill(evaluated)
+            # A prompt shifted to fit is not the prefix it looks like: no cache for it.
+            await generation.prefill(evaluated, prefix_text if evaluated == prompt_tokens else None)
             if stream:
                 return await _ollama_stream(
                     request, state, common, plan, generation, started, evaluated, shape, answer.seed
@@ -403,6 +427,7 @@ async def _ollama_generate_response(
                 return _ollama_error(500, MID_STREAM_ERROR)
             await generation.decode(plan.eval_count)
             generation.finish()
+            _keep_answer(generation, plan, shape)
             reply: dict[str, Any] = {"model": common.requested, "created_at": _rfc3339()}
             if shape == "chat":
                 message: dict[str, Any] = {"role": "assistant", "content": plan.text}
@@ -460,6 +485,7 @@ async def _ollama_stream(
     if await maybe_drop(request, state, response, emitted, OLLAMA_DROP_TAIL):
         return response
     generation.finish()
+    _keep_answer(generation, plan, shape)
     final: dict[str, Any] = {"model": model, "created_at": _rfc3339()}
     if shape == "chat":
         final["message"] = {"role": "assistant", "content": ""}

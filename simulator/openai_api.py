@@ -14,6 +14,7 @@ from aiohttp import web
 from simulator.engine import (
     AnswerPlan,
     AnswerRequest,
+    chat_prefix_text,
     chat_seed_text,
     embedding_vector,
     estimate_chat_tokens,
@@ -175,6 +176,9 @@ class _OpenAIRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    # What the prefix cache cuts into blocks; None for requests it does not apply to.
+    prefix_text: str | None = None
+    cached_tokens: int = 0
 
 
 def _openai_common(
@@ -248,12 +252,16 @@ def _openai_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | 
     return first if isinstance(first, dict) else None
 
 
-def _usage(prompt_tokens: int, plan: AnswerPlan) -> dict[str, Any]:
+def _usage(common: _OpenAIRequest, plan: AnswerPlan) -> dict[str, Any]:
+    prompt_tokens = common.prompt_tokens
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + plan.eval_count,
         "completion_tokens": plan.eval_count,
     }
+    if common.prefix_text is not None:
+        # As vLLM with --enable-prompt-tokens-details: the prompt tokens its cache served.
+        usage["prompt_tokens_details"] = {"cached_tokens": common.cached_tokens}
     if plan.thinking:
         usage["completion_tokens_details"] = {"reasoning_tokens": len(plan.thinking)}
     return usage
@@ -271,6 +279,8 @@ async def vllm_chat(request: web.Request) -> web.StreamResponse:
     common = _openai_common(state, body, estimate_chat_tokens(messages, tools), default_max=None)
     if isinstance(common, web.Response):
         return common
+    if state.prefix_cache.capacity_blocks > 0:
+        common.prefix_text = chat_prefix_text(messages)
     effort = body.get("reasoning_effort")
     answer = AnswerRequest(
         seed=seed_for(body.get("seed"), chat_seed_text(messages)),
@@ -303,6 +313,8 @@ async def vllm_completions(request: web.Request) -> web.StreamResponse:
     common = _openai_common(state, body, prompt_tokens, default_max=16)
     if isinstance(common, web.Response):
         return common
+    if state.prefix_cache.capacity_blocks > 0:
+        common.prefix_text = seed_text
     answer = AnswerRequest(
         seed=seed_for(body.get("seed"), seed_text),
         max_tokens=common.max_tokens,
@@ -334,7 +346,8 @@ async def _vllm_generate(
     plan = plan_answer(answer, answer_tokens=state.config.answer_tokens)
     try:
         async with Generation(state, common.name, num_ctx=0, keep_alive_s=0) as generation:
-            await generation.prefill(common.prompt_tokens)
+            await generation.prefill(common.prompt_tokens, common.prefix_text)
+            common.cached_tokens = generation.cached_tokens
             if common.stream:
                 return await _vllm_stream(request, state, common, plan, generation, shape)
             drop_after = state.faults.drop_mid_stream_after
@@ -343,9 +356,15 @@ async def _vllm_generate(
                 await drop(request, state)
                 return _openai_error(500, MID_STREAM_ERROR)
             await generation.decode(plan.eval_count)
+            _keep_answer(generation, plan, shape)
             return json_response(_vllm_reply(common, plan, shape))
     except QueueFull:
         return _openai_error(503, BUSY_MESSAGE)
+
+
+def _keep_answer(generation: Generation, plan: AnswerPlan, shape: str) -> None:
+    if shape == "chat" and plan.tool_call is None:
+        generation.keep_answer(plan.text)
 
 
 def _finish_reason(plan: AnswerPlan) -> str:
@@ -369,7 +388,7 @@ def _vllm_reply(common: _OpenAIRequest, plan: AnswerPlan, shape: str) -> dict[st
                     "stop_reason": None,
                 }
             ],
-            "usage": _usage(common.prompt_tokens, plan),
+            "usage": _usage(common, plan),
         }
     message: dict[str, Any] = {"role": "assistant", "content": plan.text, "refusal": None}
     if plan.thinking:
@@ -401,7 +420,7 @@ def _vllm_reply(common: _OpenAIRequest, plan: AnswerPlan, shape: str) -> dict[st
                 "stop_reason": None,
             }
         ],
-        "usage": _usage(common.prompt_tokens, plan),
+        "usage": _usage(common, plan),
     }
 
 
@@ -477,9 +496,7 @@ async def _vllm_stream(
         return response
     await response.write(chunk({} if shape == "chat" else {"text": ""}, _finish_reason(plan)))
     if common.include_usage:
-        await response.write(
-            sse_event({**base, "choices": [], "usage": _usage(common.prompt_tokens, plan)})
-        )
+        await response.write(sse_event({**base, "choices": [], "usage": _usage(common, plan)}))
     await response.write(SSE_DONE)
     await response.write_eof()
     return response

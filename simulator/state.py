@@ -16,15 +16,20 @@ from typing import Any
 from aiohttp import web
 
 from simulator.engine import (
+    PREFIX_BLOCK_TOKENS,
     Faults,
     ModelCard,
+    PrefixCache,
     SimConfig,
+    cached_prompt_tokens,
+    chat_prefix_text,
     cold_load_seconds,
     decode_seconds,
     effective_num_ctx,
     model_card,
     normalize_model_name,
     prefill_seconds,
+    prefix_block_hashes,
 )
 
 REQUEST_RING_SIZE = 200
@@ -112,11 +117,13 @@ class Generation:
     __slots__ = (
         "_deadline",
         "_decode_start",
+        "cached_tokens",
         "eval_ns",
         "keep_alive_s",
         "load_ns",
         "name",
         "num_ctx",
+        "prefix_text",
         "prompt_eval_ns",
         "state",
     )
@@ -129,6 +136,8 @@ class Generation:
         self.load_ns = 1
         self.prompt_eval_ns = 1
         self.eval_ns = 1
+        self.cached_tokens = 0
+        self.prefix_text: str | None = None
         self._decode_start = 0
         self._deadline = 0.0
 
@@ -158,12 +167,19 @@ class Generation:
         self.state.running_by_model[self.name] -= 1
         self.state.slots.release()
 
-    async def prefill(self, tokens: int) -> None:
+    async def prefill(self, tokens: int, prefix_text: str | None = None) -> None:
+        """Pay for the prompt's tokens, less those whose blocks the node's prefix cache holds
+        (looked up when ``prefix_text`` is given; its blocks are kept once computed)."""
         state = self.state
         started = time.perf_counter_ns()
+        blocks: list[bytes] = []
+        if prefix_text is not None and state.prefix_cache.capacity_blocks > 0:
+            self.prefix_text = prefix_text
+            blocks = prefix_block_hashes(prefix_text)
+            self.cached_tokens = state.count_prefix_lookup(blocks, tokens)
         if not state.config.zero_latency:
             delay = prefill_seconds(
-                tokens,
+                tokens - self.cached_tokens,
                 prefill_ms=state.config.prefill_ms,
                 gpu_factor=state.gpu_factor,
                 speed=state.faults.speed,
@@ -174,6 +190,8 @@ class Generation:
         self._decode_start = time.perf_counter_ns()
         self.prompt_eval_ns = max(self._decode_start - started, 1)
         state.prompt_tokens_total += tokens
+        if blocks:
+            state.prefix_cache.insert(blocks)
 
     async def decode(self, tokens: int) -> None:
         """Pay for ``tokens`` output tokens; a deadline keeps many short sleeps from drifting."""
@@ -192,6 +210,14 @@ class Generation:
             wait = self._deadline - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+
+    def keep_answer(self, answer: str) -> None:
+        """Keep the blocks of the prompt followed by its answer, as a chat's assistant
+        message: the KV cache holds the generated tokens too, so a follow-up turn that
+        repeats the answer in its history hits them."""
+        if self.prefix_text is not None:
+            text = self.prefix_text + chat_prefix_text([{"role": "assistant", "content": answer}])
+            self.state.prefix_cache.insert(prefix_block_hashes(text))
 
     def finish(self) -> None:
         self.eval_ns = max(time.perf_counter_ns() - self._decode_start, 1)
@@ -291,6 +317,11 @@ class SimState:
         self.dropped_streams = 0
         self.prompt_tokens_total = 0
         self.generated_tokens_total = 0
+        self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
+        self.prefix_cache_query_tokens = 0
+        self.prefix_cache_hit_tokens = 0
         if config.preloaded and config.api == "ollama":
             expires = monotonic() + self.keep_alive_default
             for name in config.models:
@@ -368,6 +399,28 @@ class SimState:
             model.unload_when_idle = True
         else:
             del self.loaded[name]
+
+    # --- prefix cache ----------------------------------------------------------------
+
+    def count_prefix_lookup(self, blocks: list[bytes], prompt_tokens: int) -> int:
+        """Look a prompt's blocks up; count the query and its hit; return the cached tokens."""
+        cached = cached_prompt_tokens(self.prefix_cache.lookup(blocks), prompt_tokens)
+        self.prefix_cache_queries += 1
+        self.prefix_cache_query_tokens += prompt_tokens
+        if cached:
+            self.prefix_cache_hits += 1
+            self.prefix_cache_hit_tokens += cached
+        return cached
+
+    def prefix_cache_stats(self) -> dict[str, Any]:
+        return {
+            "capacity_tokens": self.prefix_cache.capacity_blocks * PREFIX_BLOCK_TOKENS,
+            "used_tokens": len(self.prefix_cache) * PREFIX_BLOCK_TOKENS,
+            "queries": self.prefix_cache_queries,
+            "hits": self.prefix_cache_hits,
+            "query_tokens": self.prefix_cache_query_tokens,
+            "hit_tokens": self.prefix_cache_hit_tokens,
+        }
 
     # --- faults ----------------------------------------------------------------------
 
@@ -457,6 +510,7 @@ class SimState:
             "dropped_streams": self.dropped_streams,
             "prompt_tokens_total": self.prompt_tokens_total,
             "generated_tokens_total": self.generated_tokens_total,
+            "prefix_cache": self.prefix_cache_stats(),
             "loaded_models": loaded,
         }
 

@@ -8,13 +8,17 @@ import orjson
 import pytest
 
 from simulator.engine import (
+    PREFIX_BLOCK_TOKENS,
     AnswerRequest,
     ControlError,
     Faults,
+    PrefixCache,
     SimConfig,
     answer_length,
     apply_control,
     apply_stops,
+    cached_prompt_tokens,
+    chat_prefix_text,
     cold_load_seconds,
     decode_seconds,
     effective_num_ctx,
@@ -28,6 +32,7 @@ from simulator.engine import (
     parse_keep_alive,
     plan_answer,
     prefill_seconds,
+    prefix_block_hashes,
     schema_example,
     seed_for,
     tool_call_for,
@@ -275,3 +280,77 @@ def test_config_validation_names_the_flag() -> None:
     assert SimConfig(hang=True, drop_mid_stream_after=2).initial_faults() == Faults(
         hang=True, drop_mid_stream_after=2
     )
+
+
+# --- prefix cache ---------------------------------------------------------------------------
+
+BLOCK_CHARS = PREFIX_BLOCK_TOKENS * 4
+SYSTEM = {"role": "system", "content": "You review code. " * 40}
+
+
+def conversation(*turns: str) -> list[dict[str, str]]:
+    messages = [SYSTEM]
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return messages
+
+
+def test_block_hashes_are_chained_over_whole_blocks() -> None:
+    text = "x" * (BLOCK_CHARS * 3 + 5)
+    hashes = prefix_block_hashes(text)
+    assert len(hashes) == 3  # the partial tail is not a block
+    # Equal block texts at different positions hash differently: each covers its prefix.
+    assert len(set(hashes)) == 3
+    assert prefix_block_hashes(text[: BLOCK_CHARS * 2]) == hashes[:2]
+    assert prefix_block_hashes("y" + text[1:])[0] != hashes[0]
+
+
+def test_a_follow_up_turn_extends_the_previous_prompt() -> None:
+    first = chat_prefix_text(conversation("Why does this crash? " * 50))
+    second = chat_prefix_text(conversation("Why does this crash? " * 50, "Because.", "And now?"))
+    assert second.startswith(first)
+    shared = len(first) // BLOCK_CHARS
+    assert prefix_block_hashes(second)[:shared] == prefix_block_hashes(first)
+    other = chat_prefix_text([SYSTEM, {"role": "user", "content": "Something else " * 50}])
+    common = prefix_block_hashes(other)
+    # Only the shared system prompt's blocks are common to two conversations.
+    same = sum(1 for a, b in zip(common, prefix_block_hashes(first), strict=False) if a == b)
+    assert 0 < same < shared
+    assert same == len(f"<system>{SYSTEM['content']}\x00<user>") // BLOCK_CHARS
+
+
+def test_cached_tokens_never_cover_the_last_prompt_token() -> None:
+    assert cached_prompt_tokens(0, 100) == 0
+    assert cached_prompt_tokens(3, 100) == 3 * PREFIX_BLOCK_TOKENS
+    assert cached_prompt_tokens(10, 100) == 99
+    assert cached_prompt_tokens(1, 0) == 0
+
+
+def test_prefix_cache_counts_leading_hits_only() -> None:
+    cache = PrefixCache(1000 * PREFIX_BLOCK_TOKENS)
+    a, b, c, d = (bytes([i]) * 12 for i in range(4))
+    cache.insert([a, b, c])
+    assert cache.lookup([a, b, c, d]) == 3
+    assert cache.lookup([a, d, c]) == 1
+    assert cache.lookup([d, a, b]) == 0
+
+
+def test_prefix_cache_evicts_least_recent_chains_tail_first() -> None:
+    cache = PrefixCache(4 * PREFIX_BLOCK_TOKENS)
+    old = [b"old-%d" % i for i in range(3)]
+    new = [b"new-%d" % i for i in range(3)]
+    cache.insert(old)
+    cache.insert(new)
+    assert len(cache) == 4
+    # Two of the old chain's blocks went, its tail first, so its head still hits.
+    assert cache.lookup(old) == 1
+    # That lookup refreshed the old head: the next insert evicts the new chain's tail instead.
+    cache.insert([b"more"])
+    assert cache.lookup(old) == 1
+    assert cache.lookup(new) == 2
+
+
+def test_prefix_cache_of_zero_keeps_nothing() -> None:
+    cache = PrefixCache(0)
+    cache.insert([b"a", b"b"])
+    assert len(cache) == 0 and cache.lookup([b"a"]) == 0

@@ -590,3 +590,52 @@ def test_vllm_completions_embeddings_and_metrics(vllm: SimProcess) -> None:
     metrics = httpx.get(f"{vllm.url}/metrics").text
     assert 'vllm:num_requests_running{model_name="Qwen/Qwen3-32B"} 0.0' in metrics
     assert 'vllm:num_requests_waiting{model_name="Qwen/Qwen3-32B"} 0.0' in metrics
+
+
+# --- prefix cache ---------------------------------------------------------------------------
+
+LONG_QUESTION = "Why does this function leak file handles when the parser fails? " * 90
+
+
+def test_vllm_reports_cached_prompt_tokens_of_a_follow_up_turn(vllm: SimProcess) -> None:
+    first_turn = [{"role": "user", "content": LONG_QUESTION[:2400]}]
+    first = openai_chat(vllm, messages=first_turn).json()
+    assert first["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    answer = first["choices"][0]["message"]["content"]
+    history = [*first_turn, {"role": "assistant", "content": answer}]
+    follow_up = openai_chat(vllm, messages=[*history, {"role": "user", "content": "And now?"}])
+    usage = follow_up.json()["usage"]
+    # The whole first turn, its answer included, minus at most one partial block of each.
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert first["usage"]["prompt_tokens"] - 16 <= cached < usage["prompt_tokens"]
+    stats = vllm.stats()["prefix_cache"]
+    assert stats["hits"] >= 1 and stats["hit_tokens"] >= cached
+    # Another conversation shares nothing with it.
+    other = openai_chat(vllm, messages=[{"role": "user", "content": "x" * 2400}]).json()
+    assert other["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+
+
+def test_ollama_prefill_pays_only_the_uncached_part() -> None:
+    args = (
+        "--api", "ollama", "--model", "qwen3:32b", "--gpu-type", "A10", "--preloaded",
+        "--prefill-ms", "0.5", "--decode-ms", "1", "--answer-tokens", "6",
+        "--default-num-ctx", "8192", "--prefix-cache-tokens", "4096",
+    )  # fmt: skip
+    with start_simulator(*args) as sim:
+        first_turn = [{"role": "user", "content": LONG_QUESTION}]  # about 1,500 tokens
+        first = chat(sim, messages=first_turn, stream=False).json()
+        history = [*first_turn, first["message"]]
+        second = chat(sim, messages=[*history, {"role": "user", "content": "Why?"}], stream=False)
+        again = second.json()
+        # Prefill of about 1,500 tokens on an A10 (0.75 s) against a few dozen (~20 ms).
+        assert first["prompt_eval_duration"] > 0.5e9
+        assert again["prompt_eval_duration"] < first["prompt_eval_duration"] / 5
+        assert again["prompt_eval_count"] > first["prompt_eval_count"]
+        stats = sim.stats()["prefix_cache"]
+        assert stats["queries"] == 2 and stats["hits"] == 1
+        assert stats["query_tokens"] == first["prompt_eval_count"] + again["prompt_eval_count"]
+        assert stats["capacity_tokens"] == 4096 and 0 < stats["used_tokens"] <= 4096
+        # The same first turn again: a deterministic answer and a cache hit.
+        repeat = chat(sim, messages=first_turn, stream=False).json()
+        assert repeat["message"]["content"] == first["message"]["content"]
+        assert repeat["prompt_eval_duration"] < first["prompt_eval_duration"] / 5

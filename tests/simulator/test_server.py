@@ -639,3 +639,14 @@ def test_ollama_prefill_pays_only_the_uncached_part() -> None:
         repeat = chat(sim, messages=first_turn, stream=False).json()
         assert repeat["message"]["content"] == first["message"]["content"]
         assert repeat["prompt_eval_duration"] < first["prompt_eval_duration"] / 5
+
+
+def test_speed_set_at_runtime_slows_decoding(narrow: SimProcess) -> None:
+    """What the routing benchmark does to a node mid-run: halve its speed on the control
+    port; reset gives the start-up speed back."""
+    before = chat(narrow, stream=False, options={"num_predict": 10}).json()["eval_duration"]
+    assert narrow.control(speed=0.5)["faults"]["speed"] == 0.5
+    slowed = chat(narrow, stream=False, options={"num_predict": 10}).json()["eval_duration"]
+    assert narrow.control(reset=True)["faults"]["speed"] == 1.0
+    # 10 tokens at 20 ms (A10) against 40 ms each: a factor of 2, with room for scheduling.
+    assert slowed > 1.6 * before

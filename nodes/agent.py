@@ -24,7 +24,7 @@ import httpx
 from celery import shared_task
 from django.conf import settings
 
-from nodes import telemetry, telemetry_store
+from nodes import live_events, telemetry, telemetry_store
 from nodes.choices import ApiKind
 from nodes.warmup import WarmTarget, warm
 
@@ -83,6 +83,7 @@ def collect_telemetry(
     if restart_command.strip():
         reading["restart_command"] = command_program_report(restart_command)
     telemetry_store.publish(node_name, reading, ttl_s=ttl_s)
+    live_events.send(live_events.telemetry(node_name, reading))
     summary = telemetry_store.summarise(reading)
     return {
         "node": node_name,

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from nodes import live_events
 from nodes.choices import NodeState
 from nodes.discovery import DiscoveredModel, same_model
 from nodes.models import Deployment, ModelProfile, Node, ProbeRecord
@@ -42,7 +43,13 @@ def nodes_set_draining(*, node_ids: list[int], draining: bool) -> int:
         draining=draining, updated_at=timezone.now()
     )
     bump_after_commit()
+    transaction.on_commit(lambda: _announce_draining(node_ids))
     return count
+
+
+def _announce_draining(node_ids: list[int]) -> None:
+    for node in Node.objects.filter(pk__in=node_ids):
+        live_events.send(live_events.node_state(node, previous=node.state))
 
 
 @dataclass(frozen=True)
@@ -103,12 +110,18 @@ def node_record_probe(
             error=result.error[:500],
             state_after=node.state,
         )
+    live_events.send_after_commit(
+        live_events.probe(node, ok=result.ok, latency_ms=result.latency_ms, error=result.error)
+    )
+    if node.state != previous:
+        live_events.send_after_commit(live_events.node_state(node, previous))
     return ProbeOutcome(node=node, previous_state=previous, held_for_warmup=held)
 
 
 def node_mark_state(*, node: Node, state: str, error: str = "") -> None:
     now = timezone.now()
-    changed = node.state != state
+    previous = node.state
+    changed = previous != state
     node.state = state
     node.last_probe_error = error
     fields = ["state", "last_probe_error", "updated_at"]
@@ -119,6 +132,8 @@ def node_mark_state(*, node: Node, state: str, error: str = "") -> None:
         node.consecutive_failures = 0
         fields.append("consecutive_failures")
     node.save(update_fields=fields)
+    if changed:
+        live_events.send_after_commit(live_events.node_state(node, previous))
 
 
 def default_context_window(discovered: int | None, requested: int | None) -> int:

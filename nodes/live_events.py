@@ -1,0 +1,138 @@
+"""Events for the web console's live pages, sent to the Channels group the console's
+WebSocket consumers listen on (dashboard.consumers). The control plane sends them; it knows
+nothing of the console beyond this group name and the payloads below.
+
+Sending is best effort and cheap: one group_send after the transaction commits, and a
+channel layer that is down costs a log line, never a probe, a state change or a reading."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+if TYPE_CHECKING:  # the node agent imports this module and needs no models
+    from nodes.models import Node
+
+log = logging.getLogger(__name__)
+
+GROUP = "console"
+
+
+class NodeStateEvent(TypedDict):
+    type: Literal["node.state"]
+    node: str
+    state: str
+    previous: str
+    draining: bool
+    enabled: bool
+    error: str
+    at: str  # ISO 8601
+
+
+class ProbeEvent(TypedDict):
+    type: Literal["node.probe"]
+    node: str
+    ok: bool
+    latency_ms: float
+    error: str
+    state: str
+    at: str
+
+
+class GpuFigures(TypedDict):
+    index: int
+    name: str | None
+    utilisation_pct: float | None
+    memory_used_mib: float | None
+    memory_total_mib: float | None
+    temperature_c: float | None
+    power_w: float | None
+    power_limit_w: float | None
+
+
+class TelemetryEvent(TypedDict):
+    type: Literal["node.telemetry"]
+    node: str
+    nvml: bool
+    error: str
+    gpus: list[GpuFigures]
+    at: str
+
+
+Event = NodeStateEvent | ProbeEvent | TelemetryEvent
+
+
+def gpu_figures(reading: Mapping[str, Any] | None) -> list[GpuFigures]:
+    """What the console shows of each GPU in a reading (nodes.telemetry.Reading)."""
+    if not reading or not reading.get("nvml"):
+        return []
+    return [
+        {
+            "index": int(gpu.get("index") or 0),
+            "name": gpu.get("name"),
+            "utilisation_pct": gpu.get("utilisation_gpu_pct"),
+            "memory_used_mib": gpu.get("memory_used_mib"),
+            "memory_total_mib": gpu.get("memory_total_mib"),
+            "temperature_c": gpu.get("temperature_c"),
+            "power_w": gpu.get("power_draw_w"),
+            "power_limit_w": gpu.get("power_limit_w"),
+        }
+        for gpu in reading.get("gpus") or []
+    ]
+
+
+def node_state(node: Node, previous: str) -> NodeStateEvent:
+    return {
+        "type": "node.state",
+        "node": node.name,
+        "state": node.state,
+        "previous": previous,
+        "draining": node.draining,
+        "enabled": node.enabled,
+        "error": node.last_probe_error,
+        "at": timezone.now().isoformat(),
+    }
+
+
+def probe(node: Node, *, ok: bool, latency_ms: float, error: str) -> ProbeEvent:
+    return {
+        "type": "node.probe",
+        "node": node.name,
+        "ok": ok,
+        "latency_ms": round(latency_ms, 1),
+        "error": error,
+        "state": node.state,
+        "at": (node.last_probe_at or timezone.now()).isoformat(),
+    }
+
+
+def telemetry(node_name: str, reading: Mapping[str, Any]) -> TelemetryEvent:
+    return {
+        "type": "node.telemetry",
+        "node": node_name,
+        "nvml": bool(reading.get("nvml")),
+        "error": str(reading.get("error") or ""),
+        "gpus": gpu_figures(reading),
+        "at": timezone.now().isoformat(),
+    }
+
+
+def send_after_commit(event: Event) -> None:
+    """Send once the current transaction commits (at once outside one): a console must not
+    show a state that a rollback undid."""
+    transaction.on_commit(lambda: send(event))
+
+
+def send(event: Event) -> None:
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(GROUP, dict(event))
+    except Exception as exc:  # the layer's Redis down, full, or misconfigured: log, go on
+        log.warning("console event %s for %s not sent: %s", event["type"], event["node"], exc)

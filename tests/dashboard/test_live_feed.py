@@ -1,0 +1,137 @@
+"""The console's live feed through the real ASGI application (origin check, session auth,
+routing), the Redis channel layer and the control plane's services: staff sessions receive a
+node's state change once it commits; anything else is refused at the handshake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.test import Client
+
+from clawdbot_site.asgi import application
+from nodes import live_events
+from nodes.models import Node
+from nodes.services import node_mark_state, nodes_set_draining
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+def session_cookie(user: User) -> bytes:
+    client = Client()
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}".encode()
+
+
+async def feed(*headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, bool, Any]:
+    communicator = WebsocketCommunicator(application, "/ws/console/", headers=list(headers))
+    connected, code = await communicator.connect(timeout=5)
+    return communicator, connected, code
+
+
+async def test_an_anonymous_socket_is_refused() -> None:
+    _, connected, code = await feed(ORIGIN)
+    assert not connected and code == 4403
+
+
+async def test_a_user_without_staff_rights_is_refused() -> None:
+    user = await database_sync_to_async(User.objects.create_user)("ann", password="pw-12345678")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    _, connected, code = await feed(ORIGIN, (b"cookie", cookie))
+    assert not connected and code == 4403
+
+
+async def test_a_staff_session_from_another_origin_is_refused() -> None:
+    user = await database_sync_to_async(User.objects.create_superuser)("root", "r@x.io", "pw")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    _, connected, _ = await feed((b"origin", b"http://evil.example"), (b"cookie", cookie))
+    assert not connected
+
+
+async def test_staff_see_a_state_change_after_it_commits_and_never_one_rolled_back(
+    make_node: Callable[..., Node],
+) -> None:
+    user = await database_sync_to_async(User.objects.create_superuser)("root", "r@x.io", "pw")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    node = await database_sync_to_async(make_node)("gpu1", state="READY")
+    communicator, connected, _ = await feed(ORIGIN, (b"cookie", cookie))
+    assert connected
+
+    @database_sync_to_async
+    def change(state: str, *, roll_back: bool) -> None:
+        try:
+            with transaction.atomic():
+                node_mark_state(node=Node.objects.get(pk=node.pk), state=state, error="refused")
+                if roll_back:
+                    raise RuntimeError("undo")
+        except RuntimeError:
+            pass
+
+    await change("DEGRADED", roll_back=True)
+    await change("DOWN", roll_back=False)
+    # The first event to arrive is the committed change: the rolled-back one was never sent.
+    event = await communicator.receive_json_from(timeout=5)
+    assert event["type"] == "node.state"
+    assert (event["node"], event["previous"], event["state"]) == ("gpu1", "READY", "DOWN")
+    assert event["error"] == "refused"
+
+    await database_sync_to_async(nodes_set_draining)(node_ids=[node.pk], draining=True)
+    event = await communicator.receive_json_from(timeout=5)
+    assert (event["type"], event["node"], event["draining"]) == ("node.state", "gpu1", True)
+    await communicator.disconnect()
+
+
+async def test_a_telemetry_reading_reaches_staff_as_gpu_figures() -> None:
+    user = await database_sync_to_async(User.objects.create_superuser)("root", "r@x.io", "pw")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    communicator, connected, _ = await feed(ORIGIN, (b"cookie", cookie))
+    assert connected
+    reading = {
+        "nvml": True,
+        "error": "",
+        "gpus": [
+            {
+                "index": 0,
+                "name": "NVIDIA H200",
+                "utilisation_gpu_pct": 97,
+                "memory_used_mib": 70000,
+                "memory_total_mib": 143771,
+                "temperature_c": 61,
+                "power_draw_w": 612.5,
+                "power_limit_w": 700,
+            }
+        ],
+    }
+    await database_sync_to_async(live_events.send)(live_events.telemetry("h200", reading))
+    event = await communicator.receive_json_from(timeout=5)
+    assert event["type"] == "node.telemetry" and event["node"] == "h200"
+    assert event["gpus"][0]["utilisation_pct"] == 97 and event["gpus"][0]["power_w"] == 612.5
+    await communicator.disconnect()
+
+
+def test_a_channel_layer_that_is_down_costs_a_log_line_not_the_caller(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:9/0"]},
+        }
+    }
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    try:
+        live_events.send(live_events.telemetry("gpu1", {"nvml": False, "error": "no NVML"}))
+    finally:
+        channel_layers.backends.clear()
+    assert "console event node.telemetry for gpu1 not sent" in caplog.text

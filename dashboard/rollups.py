@@ -1,0 +1,240 @@
+"""Keep the request-log rollups (dashboard.models) up to date with the log.
+
+`refresh` finds the log rows added since the watermark, and recomputes from the log every
+minute those rows fall in (and from the minutes, every hour), then moves the watermark: a
+late row (a flush after a database outage) reopens its own minute, nothing else is touched,
+and running it twice changes nothing. The aggregation is one INSERT … SELECT per table,
+written with the ORM so it runs on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    FloatField,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
+from django.utils import timezone
+
+from dashboard.histogram import BOUNDS, LATENCY_FIELDS, TTFT_FIELDS
+from dashboard.models import Grain, KeyUsageRollup, LatencyRollup, RollupWatermark
+from gateway.models import RequestLog
+
+log = logging.getLogger(__name__)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+# A backfill (the first refresh over an existing log) recomputes at most this much log time per
+# transaction, so no single statement holds locks for long.
+CHUNK = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    rows: int  # log rows taken in
+    since: datetime | None  # the earliest minute recomputed
+    ms: float
+
+
+def bucket_filters(field: str) -> list[Q]:
+    """One Q per histogram bucket of `field` (dashboard.histogram.BOUNDS)."""
+    filters = [Q(**{f"{field}__lt": BOUNDS[0]})]
+    filters += [
+        Q(**{f"{field}__gte": low, f"{field}__lt": high})
+        for low, high in itertools.pairwise(BOUNDS)
+    ]
+    filters.append(Q(**{f"{field}__gte": BOUNDS[-1]}))
+    return filters
+
+
+def log_aggregates(only_ok: bool = False) -> dict[str, Any]:
+    """What a LatencyRollup row holds, as aggregates over RequestLog rows, each named `s_`
+    and its column. With `only_ok` the histogram and maximum columns count successful requests
+    only, as the pages read them (the live 15-minute and 1-hour windows aggregate the log
+    directly with this)."""
+    ok = Q(status__lt=400) if only_ok else Q()
+    produced = Q(status__lt=400, completion_tokens__gt=0)
+    aggregates: dict[str, Any] = {
+        "requests": Count("id"),
+        "latency_max": Max("latency_ms", filter=ok) if only_ok else Max("latency_ms"),
+        "ttft_max": Max("ttft_ms", filter=ok) if only_ok else Max("ttft_ms"),
+        "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+        "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+        "gen_tokens": Coalesce(Sum("completion_tokens", filter=produced), 0),
+        # Decode time: after the first token on a stream, the whole request otherwise.
+        "gen_ms": Coalesce(
+            Sum(
+                Case(
+                    When(stream=True, then=F("latency_ms") - Coalesce("ttft_ms", 0.0)),
+                    default=F("latency_ms"),
+                    output_field=FloatField(),
+                ),
+                filter=produced,
+            ),
+            0.0,
+        ),
+    }
+    for name, q in zip(LATENCY_FIELDS, bucket_filters("latency_ms"), strict=True):
+        aggregates[name] = Count("id", filter=q & ok)
+    for name, q in zip(TTFT_FIELDS, bucket_filters("ttft_ms"), strict=True):
+        aggregates[name] = Count("id", filter=q & ok)
+    return {f"s_{name}": aggregate for name, aggregate in aggregates.items()}
+
+
+ROLLUP_COLUMNS = [name.removeprefix("s_") for name in log_aggregates()]
+
+
+KEY_COLUMNS = ["requests", "errors", "prompt_tokens", "completion_tokens"]
+
+
+def key_aggregates() -> dict[str, Any]:
+    """A KeyUsageRollup row's columns over RequestLog rows, each named `s_` and its column."""
+    return {
+        "s_requests": Count("id"),
+        "s_errors": Count("id", filter=Q(status__gte=400)),
+        "s_prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+        "s_completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+    }
+
+
+def _insert_select(model: type[Any], query: QuerySet[Any], columns: list[str]) -> int:
+    """INSERT INTO model (columns) <query>: `query` is a values() query whose select list is
+    exactly `columns`, in order."""
+    sql, params = query.query.sql_with_params()
+    table = model._meta.db_table
+    quoted = ", ".join(connection.ops.quote_name(model._meta.get_field(c).column) for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} ({quoted}) {sql}", params)
+        return int(cursor.rowcount)
+
+
+def _ordered(query: QuerySet[Any], group: dict[str, Any], sums: dict[str, Any]) -> QuerySet[Any]:
+    """A values() query selecting the `group` expressions then the `sums`, in that order."""
+    return query.annotate(**group).values(*group).annotate(**sums).order_by()
+
+
+def _recompute_minutes(start: datetime, end: datetime) -> None:
+    LatencyRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end).delete()
+    KeyUsageRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end).delete()
+    rows = RequestLog.objects.filter(created_at__gte=start, created_at__lt=end)
+    group = {
+        "g_grain": Value(int(Grain.MINUTE)),
+        "g_start": TruncMinute("created_at"),
+        "g_model": F("model"),
+        "g_node": F("node"),
+        "g_status": F("status"),
+    }
+    sums = log_aggregates()
+    _insert_select(
+        LatencyRollup,
+        _ordered(rows, group, sums),
+        ["grain", "start", "model", "node", "status", *ROLLUP_COLUMNS],
+    )
+    key_group = {
+        "g_grain": Value(int(Grain.MINUTE)),
+        "g_start": TruncMinute("created_at"),
+        "g_key": F("key_prefix"),
+    }
+    key_sums = key_aggregates()
+    _insert_select(
+        KeyUsageRollup,
+        _ordered(rows, key_group, key_sums),
+        ["grain", "start", "key_prefix", *KEY_COLUMNS],
+    )
+
+
+def _recompute_hours(start: datetime, end: datetime) -> None:
+    LatencyRollup.objects.filter(grain=Grain.HOUR, start__gte=start, start__lt=end).delete()
+    KeyUsageRollup.objects.filter(grain=Grain.HOUR, start__gte=start, start__lt=end).delete()
+    minutes = LatencyRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end)
+    group = {
+        "g_grain": Value(int(Grain.HOUR)),
+        "g_start": TruncHour("start"),
+        "g_model": F("model"),
+        "g_node": F("node"),
+        "g_status": F("status"),
+    }
+    sums: dict[str, Any] = {
+        "s_requests": Sum("requests"),
+        "s_latency_max": Max("latency_max"),
+        "s_ttft_max": Max("ttft_max"),
+    }
+    summed = ["prompt_tokens", "completion_tokens", "gen_tokens", "gen_ms"]
+    summed += [*LATENCY_FIELDS, *TTFT_FIELDS]
+    sums.update({f"s_{name}": Sum(name) for name in summed})
+    _insert_select(
+        LatencyRollup,
+        _ordered(minutes, group, sums),
+        [
+            "grain",
+            "start",
+            "model",
+            "node",
+            "status",
+            "requests",
+            "latency_max",
+            "ttft_max",
+            *summed,
+        ],
+    )
+    key_minutes = KeyUsageRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end)
+    key_group = {
+        "g_grain": Value(int(Grain.HOUR)),
+        "g_start": TruncHour("start"),
+        "g_key": F("key_prefix"),
+    }
+    _insert_select(
+        KeyUsageRollup,
+        _ordered(key_minutes, key_group, {f"s_{n}": Sum(n) for n in KEY_COLUMNS}),
+        ["grain", "start", "key_prefix", *KEY_COLUMNS],
+    )
+
+
+def floor_to(moment: datetime, step: timedelta) -> datetime:
+    seconds = int(step.total_seconds())
+    return moment.replace(microsecond=0) - timedelta(seconds=int(moment.timestamp()) % seconds)
+
+
+def refresh() -> Refreshed:
+    """Take in the log rows added since the last refresh. One refresh at a time: the
+    watermark row is locked for the whole of it."""
+    started = time.monotonic()
+    RollupWatermark.objects.get_or_create(pk=1)
+    with transaction.atomic():
+        mark = RollupWatermark.objects.select_for_update().get(pk=1)
+        new = RequestLog.objects.filter(id__gt=mark.last_id).aggregate(
+            first=Min("created_at"), last=Max("created_at"), top=Max("id"), n=Count("id")
+        )
+        if new["top"] is None:
+            return Refreshed(rows=0, since=None, ms=(time.monotonic() - started) * 1000)
+        first = floor_to(new["first"], MINUTE)
+        end = floor_to(new["last"], MINUTE) + MINUTE
+        chunk_start = first
+        while chunk_start < end:
+            chunk_end = min(chunk_start + CHUNK, end)
+            _recompute_minutes(chunk_start, chunk_end)
+            chunk_start = chunk_end
+        hour_start = floor_to(first, HOUR)
+        hour_end = floor_to(end - MINUTE, HOUR) + HOUR
+        _recompute_hours(hour_start, hour_end)
+        mark.last_id = new["top"]
+        mark.refreshed_at = timezone.now()
+        mark.save(update_fields=["last_id", "refreshed_at"])
+    ms = (time.monotonic() - started) * 1000
+    log.info("rollups took in %d request logs from %s in %.0f ms", new["n"], first, ms)
+    return Refreshed(rows=new["n"], since=first, ms=ms)

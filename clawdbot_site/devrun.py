@@ -111,10 +111,27 @@ def _procfile(with_sim: bool, workers: int) -> Path:
     return path
 
 
-def _start_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """The simulated node's agent: GPU telemetry from a fake NVML (the node has no GPU),
-    so the console and the routing weight show what an agent reports. A second honcho, started
-    once the node exists (the agent refuses to serve a node the database does not know)."""
+def demo_gpus() -> Path | None:
+    """CLAWDBOT_DEMO_GPUS: what the simulated node's agent reports. `h200` (the default) or
+    another recording's name under nodes/recordings/, or a path to a `.jsonl` recording:
+    a real GPU's minute replayed in a loop, so the console's gauges move as a real one's did;
+    `static`: None, one simulated A100 whose numbers never change."""
+    from nodes import fake_nvml
+
+    raw = env_str("CLAWDBOT_DEMO_GPUS", "h200").strip()
+    if raw == "static":
+        return None
+    path = Path(raw) if raw.endswith(".jsonl") else fake_nvml.RECORDINGS_DIR / f"{raw}.jsonl"
+    if not path.is_file():
+        known = sorted(p.stem for p in fake_nvml.RECORDINGS_DIR.glob("*.jsonl"))
+        raise ConfigError(
+            f"CLAWDBOT_DEMO_GPUS={raw!r}: no recording at {path}; use one of "
+            f"{', '.join([*known, 'static'])} or a path to a .jsonl recording"
+        )
+    return path
+
+
+def _static_gpus() -> Path:
     fake = VAR_DIR / "fake-gpus.json"
     fake.write_text(
         json.dumps(
@@ -136,6 +153,14 @@ def _start_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
             }
         )
     )
+    return fake
+
+
+def _start_agent(env: dict[str, str], recording: Path | None) -> subprocess.Popen[bytes]:
+    """The simulated node's agent: GPU telemetry from a fake NVML (the node has no GPU),
+    so the console and the routing weight show what an agent reports. A second honcho, started
+    once the node exists (the agent refuses to serve a node the database does not know)."""
+    fake = recording or _static_gpus()
     procfile = VAR_DIR / "Procfile.agent"
     procfile.write_text(f"agent: {BIN / 'clawdbot'} agent --node {SIM_NODE}\n")
     return subprocess.Popen(
@@ -171,6 +196,7 @@ def _banner(creds: dict[str, str], with_sim: bool, workers: int) -> str:
 def main() -> int:
     try:
         workers = web_workers()
+        recording = demo_gpus()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -221,7 +247,7 @@ def main() -> int:
                         ]
                     )
                     if onboarded == 0:
-                        agent = _start_agent(dict(os.environ))
+                        agent = _start_agent(dict(os.environ), recording)
             if _wait_for_port(PORT, 60, honcho):
                 print(_banner(creds, with_sim, workers), flush=True)
             code = honcho.wait()

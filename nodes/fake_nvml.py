@@ -19,16 +19,28 @@ between readings. Either a list of GPUs or an object:
 A GPU without "power_w", "power_limit_w" or "processes" (or with the value "unsupported")
 answers those calls with NVML_ERROR_NOT_SUPPORTED, as boards without the sensor do.
 
+A file whose name ends in `.jsonl` is a RECORDING of real readings instead, as
+`nodes/gpu_recording.py` writes it (`nodes/recordings/h200.jsonl`: an NVIDIA H200 idle, under a
+bf16 matrix-multiply load, and cooling down). It is replayed in a loop, driven by the wall
+clock, so every process reading it at the same moment sees the same frame and the numbers move
+as the real GPU's did; CLAWDBOT_FAKE_NVML_SPEED (default 1) plays it faster, for tests that
+want to see the whole curve in seconds. The recorded processes are left out: their PIDs belong
+to the machine that was recorded, and this host's /proc would name whatever has them here.
+
 Names, signatures and return shapes follow nvidia-ml-py; like pynvml, this module must not
 import Django or the project (telemetry.py loads it beside itself when run as a script).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import statistics
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 NVML_SUCCESS = 0
@@ -41,7 +53,9 @@ NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
 NVML_TEMPERATURE_GPU = 0
 FAKE_ENV = "CLAWDBOT_FAKE_NVML"
+SPEED_ENV = "CLAWDBOT_FAKE_NVML_SPEED"
 MIB = 1024 * 1024
+RECORDINGS_DIR = Path(__file__).resolve().parent / "recordings"
 
 _MESSAGES = {
     NVML_ERROR_UNINITIALIZED: "Uninitialized",
@@ -103,8 +117,11 @@ def nvmlInit() -> None:
     if not path:
         raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND, f"{FAKE_ENV} is not set")
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        if path.endswith(".jsonl"):
+            data = frame_at(load_recording(path), time.time(), _speed())
+        else:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
     except OSError as exc:
         raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND, f"{path}: {exc.strerror}") from None
     except ValueError as exc:
@@ -213,3 +230,89 @@ def _supported(handle: Handle, key: str) -> Any:
     if value is None or value == "unsupported":
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    frames: list[dict[str, Any]]  # each in this module's file format: {"driver_version", "gpus"}
+    step_s: float  # seconds between readings as recorded
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.frames) * self.step_s
+
+
+_recordings: dict[tuple[str, int], Recording] = {}
+
+
+def load_recording(path: str | Path) -> Recording:
+    """The readings of a `gpu_recording` file as fake GPUs, parsed once per file version
+    (an agent reads every few seconds; the file does not change under it)."""
+    mtime = os.stat(path).st_mtime_ns
+    key = (str(path), mtime)
+    cached = _recordings.get(key)
+    if cached is not None:
+        return cached
+    times: list[float] = []
+    frames: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or "reading" not in entry:
+                continue  # the recorder's summary line
+            reading = entry["reading"]
+            if not isinstance(reading, dict) or not isinstance(reading.get("gpus"), list):
+                raise ValueError(f"line {number} has no reading with a list of gpus")
+            times.append(float(entry.get("t", len(times))))
+            frames.append(
+                {
+                    "driver_version": reading.get("driver_version") or "recorded",
+                    "gpus": [_recorded_gpu(gpu) for gpu in reading["gpus"]],
+                }
+            )
+    if not frames:
+        raise ValueError("no readings in the recording")
+    steps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    recording = Recording(frames, round(statistics.median(steps), 3) if steps else 1.0)
+    _recordings[key] = recording
+    return recording
+
+
+def frame_at(recording: Recording, now: float, speed: float = 1.0) -> dict[str, Any]:
+    """The frame showing at Unix time `now`: the recording loops, frame i showing from
+    i·step to (i+1)·step into each loop, `speed` times faster than it was recorded."""
+    index = int(now * speed / recording.step_s) % len(recording.frames)
+    return recording.frames[index]
+
+
+def _recorded_gpu(gpu: dict[str, Any]) -> dict[str, Any]:
+    """A `telemetry.GpuReading` as this module's fake GPU; a field the real GPU did not
+    report is left out, or "unsupported" where that is what NVML answered."""
+    fake: dict[str, Any] = {"processes": []}
+    for recorded, key in (
+        ("name", "name"),
+        ("uuid", "uuid"),
+        ("utilisation_gpu_pct", "util"),
+        ("utilisation_memory_pct", "mem_util"),
+        ("memory_used_mib", "mem_used_mib"),
+        ("memory_total_mib", "mem_total_mib"),
+        ("temperature_c", "temperature"),
+    ):
+        if gpu.get(recorded) is not None:
+            fake[key] = gpu[recorded]
+    for recorded, key in (("power_draw_w", "power_w"), ("power_limit_w", "power_limit_w")):
+        fake[key] = "unsupported" if gpu.get(recorded) is None else gpu[recorded]
+    return fake
+
+
+def _speed() -> float:
+    raw = os.environ.get(SPEED_ENV, "") or "1"
+    try:
+        speed = float(raw)
+    except ValueError:
+        speed = 0.0
+    if not speed > 0:
+        raise NVMLError(NVML_ERROR_UNKNOWN, f"{SPEED_ENV} must be a number above 0, not {raw!r}")
+    return speed

@@ -24,8 +24,7 @@ import httpx
 from celery import shared_task
 from django.conf import settings
 
-from nodes import live_events, telemetry, telemetry_store
-from nodes.choices import ApiKind
+from nodes import live_events, server_kinds, telemetry, telemetry_store
 from nodes.warmup import WarmTarget, warm
 
 
@@ -105,7 +104,7 @@ def restart_backend(
     node_name: str,
     command: str,
     base_url: str,
-    api_kind: str,
+    api_kind: str,  # the server kind (an older control plane sends the API kind)
     wait_s: float = 120.0,
     command_timeout_s: float = COMMAND_TIMEOUT_S,
 ) -> RestartResult:
@@ -156,9 +155,11 @@ def warm_models(node_name: str, targets: list[dict[str, Any]]) -> list[WarmOutco
     return asyncio.run(_warm_all(targets))
 
 
-def backend_answers(base_url: str, api_kind: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether the inference server is up: Ollama `GET /api/version`, vLLM `GET /health`."""
-    path = "/api/version" if api_kind == ApiKind.OLLAMA else "/health"
+def backend_answers(base_url: str, kind: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the inference server is up: the server kind's liveness route (Ollama
+    `GET /api/version`, vLLM `GET /health`, a server without /health `GET /v1/models`).
+    `kind` is a server kind; an API kind (an older control plane's) names its plain server."""
+    path = server_kinds.spec(kind).liveness
     try:
         response = httpx.get(base_url.rstrip("/") + path, timeout=timeout_s)
     except httpx.HTTPError:

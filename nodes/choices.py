@@ -10,6 +10,18 @@ class ApiKind(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible (vLLM, Ollama /v1)"
 
 
+class ServerKind(models.TextChoices):
+    """The inference server behind a node: what it serves besides its API (health route, where
+    it says its context window, load gauges). `ApiKind` is the wire protocol spoken to it."""
+
+    OLLAMA = "ollama", "Ollama"
+    VLLM = "vllm", "vLLM"
+    SGLANG = "sglang", "SGLang"
+    LLAMACPP = "llamacpp", "llama.cpp"
+    TGI = "tgi", "Text Generation Inference"
+    OPENAI = "openai", "Other OpenAI-compatible server"
+
+
 class GpuType(models.TextChoices):
     A10 = "A10", "NVIDIA A10"
     A100 = "A100", "NVIDIA A100"

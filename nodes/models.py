@@ -11,7 +11,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from nodes.choices import ApiKind, GpuType, NodeState
+from nodes import server_kinds
+from nodes.choices import ApiKind, GpuType, NodeState, ServerKind
 from nodes.keepalive import parse_keep_alive
 
 NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -78,6 +79,14 @@ class Node(models.Model):
         "or http://gpu2:8000 for vLLM (without /v1).",
     )
     api_kind = models.CharField("API", max_length=10, choices=ApiKind.choices)
+    server_kind = models.CharField(
+        "server",
+        max_length=10,
+        choices=ServerKind.choices,
+        blank=True,
+        help_text="What answers at the URL: decides the health route probed, where the context "
+        "window is read and which load gauges are scraped. Empty: the plain server of its API.",
+    )
     gpu_type = models.CharField("GPU type", max_length=10, choices=GpuType.choices)
     gpu_count = models.PositiveSmallIntegerField(
         "GPUs", default=1, validators=[MinValueValidator(1)]
@@ -124,6 +133,18 @@ class Node(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        if self.server_kind and self.api_kind:
+            try:
+                server_kinds.resolve(self.api_kind, self.server_kind)
+            except ValueError as exc:
+                raise ValidationError({"server_kind": str(exc)}) from None
+
+    @property
+    def kind(self) -> str:
+        """The server kind, resolved: a node stored without one is the plain server of its API."""
+        return server_kinds.kind_of(self.api_kind, self.server_kind)
+
     @property
     def total_vram_gb(self) -> float:
         return self.vram_gb_per_gpu * self.gpu_count
@@ -133,6 +154,7 @@ class Node(models.Model):
             "name": self.name,
             "base_url": self.base_url,
             "api_kind": self.api_kind,
+            "server_kind": self.kind,
             "gpu_type": self.gpu_type,
             "gpu_count": self.gpu_count,
             "vram_gb_per_gpu": self.vram_gb_per_gpu,

@@ -12,10 +12,11 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from nodes.choices import NodeState
+from nodes import server_kinds
+from nodes.choices import NodeState, ServerKind
 from nodes.discovery import DiscoveredModel, UnexpectedAnswer, same_model
-from nodes.models import Deployment, Node
-from nodes.probes import ProbeFailure, discover, probe
+from nodes.models import Deployment, ModelProfile, Node, validate_base_url
+from nodes.probes import ProbeFailure, detect_kind, discover, probe
 from nodes.services import (
     deployment_ensure,
     deployment_record_warmup,
@@ -36,8 +37,9 @@ class OnboardError(Exception):
 class OnboardRequest:
     name: str
     base_url: str
-    api_kind: str
+    api_kind: str | None  # either kind may be left out: the server kind is then detected
     gpu_type: str
+    server_kind: str | None = None
     node_fields: dict[str, Any] = field(default_factory=dict)
     only_models: list[str] = field(default_factory=list)
     context_window: int | None = None
@@ -53,11 +55,18 @@ def _run(make: Callable[[httpx.AsyncClient], Coroutine[Any, Any, T]], timeout: f
 
 
 def onboard(request: OnboardRequest, progress: Callable[[str], None]) -> Node:
+    base_url = request.base_url.rstrip("/")
+    try:
+        validate_base_url(base_url)
+    except ValidationError as exc:
+        raise OnboardError(f"base_url: {' '.join(exc.messages)}") from None
+    api_kind, server_kind = _server_kind(request, base_url, progress)
     try:
         node, created = node_upsert(
             name=request.name,
-            base_url=request.base_url.rstrip("/"),
-            api_kind=request.api_kind,
+            base_url=base_url,
+            api_kind=api_kind,
+            server_kind=server_kind,
             gpu_type=request.gpu_type,
             **request.node_fields,
         )
@@ -65,10 +74,10 @@ def onboard(request: OnboardRequest, progress: Callable[[str], None]) -> Node:
         raise OnboardError(_validation_message(exc)) from None
     progress(f"{'registered' if created else 'updated'} node {node.name} ({node.base_url})")
 
-    progress(f"checking {node.base_url} speaks the {node.get_api_kind_display()} API …")
+    progress(f"checking {node.base_url} answers as a {node.get_server_kind_display()} server …")
     try:
         models = _run(
-            lambda c: discover(c, node.base_url, node.api_kind), settings.CLAWDBOT_PROBE_TIMEOUT_S
+            lambda c: discover(c, node.base_url, node.kind), settings.CLAWDBOT_PROBE_TIMEOUT_S
         )
     except (ProbeFailure, UnexpectedAnswer) as exc:
         node_mark_state(node=node, state=NodeState.DOWN, error=str(exc))
@@ -78,6 +87,14 @@ def onboard(request: OnboardRequest, progress: Callable[[str], None]) -> Node:
     )
 
     chosen = _choose(models, request.only_models)
+    unknown = _windows_unknown(chosen, request.context_window)
+    if unknown:
+        error = (
+            f"the server does not say the context window of {', '.join(unknown)}; "
+            "give --context-window with the window it serves" + _WINDOW_HINTS.get(node.kind, "")
+        )
+        node_mark_state(node=node, state=NodeState.DOWN, error=error)
+        raise OnboardError(f"{node.name}: {error}")
     deployments = _deploy(node, chosen, request, progress)
     if not deployments:
         node_mark_state(node=node, state=NodeState.DOWN, error="no model can be deployed")
@@ -92,7 +109,7 @@ def onboard(request: OnboardRequest, progress: Callable[[str], None]) -> Node:
 
     expected = [d.profile.upstream_model for d in deployments]
     result = _run(
-        lambda c: probe(c, node.base_url, node.api_kind, expected),
+        lambda c: probe(c, node.base_url, node.kind, expected),
         settings.CLAWDBOT_PROBE_TIMEOUT_S,
     )
     if not result.ok:
@@ -101,6 +118,59 @@ def onboard(request: OnboardRequest, progress: Callable[[str], None]) -> Node:
     node_mark_state(node=node, state=NodeState.READY)
     progress(f"{node.name} is READY ({result.latency_ms:.0f} ms probe)")
     return node
+
+
+def _server_kind(
+    request: OnboardRequest, base_url: str, progress: Callable[[str], None]
+) -> tuple[str, str]:
+    """The (api_kind, server_kind) to register: as given, or detected from the server's
+    answers (Ollama: given --api ollama, nothing to detect)."""
+    try:
+        api_kind, server_kind = server_kinds.resolve(request.api_kind, request.server_kind)
+    except ValueError as exc:
+        if request.api_kind or request.server_kind:
+            raise OnboardError(str(exc)) from None
+        api_kind, server_kind = "", ""
+    if request.server_kind or api_kind == ServerKind.OLLAMA:
+        progress(f"server kind: {ServerKind(server_kind).label} (as given)")
+        return api_kind, server_kind
+    try:
+        found = _run(lambda c: detect_kind(c, base_url), settings.CLAWDBOT_PROBE_TIMEOUT_S)
+    except ProbeFailure as exc:
+        raise OnboardError(f"{request.name} is not usable: {exc}") from None
+    wire = server_kinds.spec(found.kind).api_kind
+    if request.api_kind and wire != request.api_kind:
+        raise OnboardError(
+            f"{base_url} is an Ollama server ({found.evidence}); register it with --api ollama "
+            "(Clawdbot uses Ollama's native API so it can set num_ctx)"
+        )
+    progress(f"detected a {ServerKind(found.kind).label} server: {found.evidence}")
+    return wire, found.kind
+
+
+# Where each kind's operator finds the window the server was started with.
+_WINDOW_HINTS: dict[str, str] = {
+    ServerKind.OPENAI: " (llama-cpp-python: its --n_ctx; LM Studio, LocalAI: the model's "
+    "context length setting)",
+    ServerKind.LLAMACPP: " (llama.cpp: its --ctx-size divided by --parallel)",
+    ServerKind.SGLANG: " (SGLang: its --context-length, or the model's)",
+}
+
+
+def _windows_unknown(models: list[DiscoveredModel], requested: int | None) -> list[str]:
+    """Models whose profile would need a window nobody gave: the server does not say it, no
+    --context-window, and no existing profile (which keeps its own) serves the model."""
+    if requested:
+        return []
+    unknown = [m.name for m in models if m.context_length is None]
+    if not unknown:
+        return []
+    upstreams = list(ModelProfile.objects.values_list("upstream_model", "model_id"))
+    return [
+        name
+        for name in unknown
+        if not any(same_model(up, name) or model_id == name for up, model_id in upstreams)
+    ]
 
 
 def _describe(model: DiscoveredModel) -> str:

@@ -34,8 +34,7 @@ def probe_and_record(
     before recording the next, so a later failure cannot lose an earlier node's follow-up.
     `nodes` should come with `deployments__profile` prefetched."""
     targets = [
-        (n.base_url, n.api_kind, [d.profile.upstream_model for d in n.deployments.all()])
-        for n in nodes
+        (n.base_url, n.kind, [d.profile.upstream_model for d in n.deployments.all()]) for n in nodes
     ]
     results = asyncio.run(_probe_all(targets))
     record_pass_ratios({n.name: r.ok for n, r in zip(nodes, results, strict=True)})

@@ -3,20 +3,25 @@ does it serve the models deployed on it. Each probe is a few short GETs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
+from nodes import server_kinds
 from nodes.choices import ApiKind
 from nodes.discovery import (
     DiscoveredModel,
     UnexpectedAnswer,
+    context_from,
     ollama_context_length,
     ollama_tag_names,
     openai_models,
     same_model,
+    tgi_models,
 )
+from nodes.server_kinds import Answer, Detection
 
 
 @dataclass(slots=True)
@@ -90,11 +95,14 @@ async def _kind_hint(client: httpx.AsyncClient, base_url: str, status: int, path
 
 
 async def discover(
-    client: httpx.AsyncClient, base_url: str, api_kind: str, *, with_context: bool = True
+    client: httpx.AsyncClient, base_url: str, kind: str, *, with_context: bool = True
 ) -> list[DiscoveredModel]:
-    """The models a node serves. With `with_context`, Ollama's context lengths are read too
-    (one `/api/show` per model, so the periodic probe leaves it off)."""
-    if api_kind == ApiKind.OLLAMA:
+    """The models a node of this server kind serves (`ollama` and `openai` also name the plain
+    server of each API). With `with_context`, context windows the model list does not say
+    are read from the kind's own route (Ollama: one `/api/show` per model), so the periodic
+    probe leaves it off. Only routes the kind has are asked."""
+    spec = server_kinds.spec(kind)
+    if spec.api_kind == ApiKind.OLLAMA:
         names = ollama_tag_names(await _get_json(client, base_url, "/api/tags"))
         found = []
         for name in names:
@@ -104,14 +112,91 @@ async def discover(
                 length = ollama_context_length(show.json())
             found.append(DiscoveredModel(name=name, context_length=length))
         return found
-    await _request(client, "GET", base_url, "/health")
-    return openai_models(await _get_json(client, base_url, "/v1/models"))
+    if spec.health is not None:
+        await _health(client, base_url, spec)
+    if spec.models == "/info":
+        return tgi_models(await _get_json(client, base_url, "/info"))
+    models = openai_models(await _get_json(client, base_url, spec.models))
+    if with_context and spec.context and any(m.context_length is None for m in models):
+        length = await _context(client, base_url, spec)
+        models = [m if m.context_length else replace(m, context_length=length) for m in models]
+    return models
+
+
+async def _health(client: httpx.AsyncClient, base_url: str, spec: server_kinds.KindSpec) -> None:
+    assert spec.health is not None
+    if not spec.health_optional:
+        await _request(client, "GET", base_url, spec.health)
+        return
+    try:
+        response = await client.get(_url(base_url, spec.health))
+    except httpx.ConnectError as exc:
+        raise ProbeFailure(
+            f"cannot connect to {base_url} ({exc or 'connection refused'})"
+        ) from None
+    except httpx.TimeoutException:
+        raise ProbeFailure(f"GET {spec.health} timed out") from None
+    except httpx.HTTPError:
+        return  # the model list, asked next, says what is wrong
+    # 404/405: the server has no such route. Any other answer is its word on its health.
+    if response.status_code not in (200, 404, 405):
+        raise ProbeFailure(f"GET {spec.health} answered HTTP {response.status_code}")
+
+
+async def _context(
+    client: httpx.AsyncClient, base_url: str, spec: server_kinds.KindSpec
+) -> int | None:
+    """The window from the kind's context route; None when it cannot be read (a server of
+    the kind without the route, an old version): onboarding then asks the operator."""
+    assert spec.context is not None
+    try:
+        return context_from(spec.kind, await _get_json(client, base_url, spec.context))
+    except (ProbeFailure, UnexpectedAnswer):
+        return None
+
+
+async def detect_kind(client: httpx.AsyncClient, base_url: str) -> Detection:
+    """Which kind of server answers at `base_url`: the detection routes asked at once, their
+    answers judged by `server_kinds.detect`. ProbeFailure when nothing answers in a known
+    shape, or the server cannot be reached."""
+
+    async def ask(path: str) -> Answer | None:
+        try:
+            response = await client.get(_url(base_url, path))
+        except httpx.ConnectError as exc:
+            raise ProbeFailure(
+                f"cannot connect to {base_url} ({exc or 'connection refused'})"
+            ) from None
+        except httpx.TimeoutException:
+            return None
+        except httpx.HTTPError:
+            return None
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        return Answer(response.status_code, body)
+
+    answers = await asyncio.gather(*(ask(p) for p in server_kinds.DETECTION_ROUTES))
+    found = server_kinds.detect(
+        {p: a for p, a in zip(server_kinds.DETECTION_ROUTES, answers, strict=True) if a}
+    )
+    if found is None:
+        statuses = ", ".join(
+            f"{p} {a.status if a else 'no answer'}"
+            for p, a in zip(server_kinds.DETECTION_ROUTES, answers, strict=True)
+        )
+        raise ProbeFailure(
+            f"{base_url} does not answer like an inference server ({statuses}); give its "
+            "kind with --server-kind, or check the URL (the server's root, without /v1)"
+        )
+    return found
 
 
 async def probe(
     client: httpx.AsyncClient,
     base_url: str,
-    api_kind: str,
+    kind: str,
     expected_models: list[str],
     *,
     with_context: bool = False,
@@ -119,7 +204,7 @@ async def probe(
     """One health probe: the API answers and every deployed model is listed."""
     started = time.perf_counter()
     try:
-        models = await discover(client, base_url, api_kind, with_context=with_context)
+        models = await discover(client, base_url, kind, with_context=with_context)
     except (ProbeFailure, UnexpectedAnswer) as exc:
         return ProbeResult(ok=False, latency_ms=_ms_since(started), error=str(exc))
     missing = [m for m in expected_models if not any(same_model(m, d.name) for d in models)]

@@ -158,7 +158,7 @@ def _heal(node: Node, trigger: str) -> None:
     transaction.on_commit(
         lambda: app.send_task(
             "nodes.agent.restart_backend",
-            args=[node.name, node.restart_command, node.base_url, node.api_kind, wait_s],
+            args=[node.name, node.restart_command, node.base_url, node.kind, wait_s],
             queue=queue_for(node.name),
             expires=60,
             link=record_heal_result.s(event.pk),

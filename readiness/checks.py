@@ -111,7 +111,7 @@ async def _probe_all(nodes: list[Node]) -> dict[str, ProbeResult]:
                 probe(
                     client,
                     n.base_url,
-                    n.api_kind,
+                    n.kind,
                     [d.profile.upstream_model for d in n.deployments.all()],
                     with_context=True,
                 )

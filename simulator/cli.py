@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from simulator import control, ollama_api, openai_api
+from simulator import control, ollama_api, server_kinds
 from simulator.engine import DEFAULT_PREFIX_CACHE_TOKENS, SimConfig, normalize_model_name
 from simulator.state import STATE, Listener, SimState, bind_socket, host_for_url
 
@@ -27,7 +27,7 @@ def build_apps(state: SimState) -> tuple[web.Application, web.Application]:
     if state.config.api == "ollama":
         ollama_api.add_routes(main_app)
     else:
-        openai_api.add_routes(main_app)
+        server_kinds.add_routes(main_app, state.config.server_kind)
     control.add_routes(main_app)
     control_app = web.Application()
     control_app[STATE] = state
@@ -88,6 +88,19 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--api", choices=("ollama", "openai"), default="ollama", help="API to speak")
+    add(
+        "--server-kind",
+        choices=server_kinds.KINDS,
+        default="vllm",
+        help="with --api openai, the server imitated: its routes (/health, /props, /info, "
+        "/get_model_info), where it says the context window, its /metrics gauges",
+    )
+    add(
+        "--metrics-delay-ms",
+        type=float,
+        default=0.0,
+        help="delay before /metrics answers (a server slow to report under load)",
+    )
     add("--host", default="127.0.0.1")
     add(
         "--port",
@@ -208,6 +221,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     port = DEFAULT_PORTS[args.api] if args.port is None else args.port
     return SimConfig(
         api=args.api,
+        server_kind=args.server_kind,
+        metrics_delay_ms=args.metrics_delay_ms,
         host=args.host,
         port=port,
         control_port=args.control_port,

@@ -83,6 +83,10 @@ class SimConfig:
     """Start-up configuration; every field maps to one CLI flag of ``python -m simulator``."""
 
     api: str = "ollama"
+    # With api "openai": the server imitated (simulator.server_kinds), and how long its
+    # /metrics takes to answer.
+    server_kind: str = "vllm"
+    metrics_delay_ms: float = 0.0
     host: str = "127.0.0.1"
     port: int = 0
     control_port: int = 0

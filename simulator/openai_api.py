@@ -144,7 +144,7 @@ async def vllm_metrics(request: web.Request) -> web.Response:
         lines.extend(
             f'{metric}{{model_name="{name}"}} {float(values[name])}' for name in state.cards
         )
-    usage = state.slots.running / state.config.parallel
+    usage = state.kv_usage()
     lines.append("# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.")
     lines.append("# TYPE vllm:kv_cache_usage_perc gauge")
     lines.extend(f'vllm:kv_cache_usage_perc{{model_name="{name}"}} {usage}' for name in state.cards)

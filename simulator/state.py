@@ -120,6 +120,7 @@ class Generation:
         "cached_tokens",
         "eval_ns",
         "keep_alive_s",
+        "kv_tokens",
         "load_ns",
         "name",
         "num_ctx",
@@ -136,6 +137,7 @@ class Generation:
         self.load_ns = 1
         self.prompt_eval_ns = 1
         self.eval_ns = 1
+        self.kv_tokens = 0  # prompt and output tokens this sequence holds in the KV cache
         self.cached_tokens = 0
         self.prefix_text: str | None = None
         self._decode_start = 0
@@ -164,6 +166,8 @@ class Generation:
         self._leave_slot()
 
     def _leave_slot(self) -> None:
+        self.state.kv_tokens_in_flight -= self.kv_tokens
+        self.kv_tokens = 0
         self.state.running_by_model[self.name] -= 1
         self.state.slots.release()
 
@@ -190,6 +194,7 @@ class Generation:
         self._decode_start = time.perf_counter_ns()
         self.prompt_eval_ns = max(self._decode_start - started, 1)
         state.prompt_tokens_total += tokens
+        self._hold_kv(tokens)
         if blocks:
             state.prefix_cache.insert(blocks)
 
@@ -197,6 +202,7 @@ class Generation:
         """Pay for ``tokens`` output tokens; a deadline keeps many short sleeps from drifting."""
         state = self.state
         state.generated_tokens_total += tokens
+        self._hold_kv(tokens)
         if state.config.zero_latency or tokens <= 0:
             return
         loop = asyncio.get_running_loop()
@@ -218,6 +224,10 @@ class Generation:
         if self.prefix_text is not None:
             text = self.prefix_text + chat_prefix_text([{"role": "assistant", "content": answer}])
             self.state.prefix_cache.insert(prefix_block_hashes(text))
+
+    def _hold_kv(self, tokens: int) -> None:
+        self.kv_tokens += tokens
+        self.state.kv_tokens_in_flight += tokens
 
     def finish(self) -> None:
         self.eval_ns = max(time.perf_counter_ns() - self._decode_start, 1)
@@ -317,6 +327,7 @@ class SimState:
         self.dropped_streams = 0
         self.prompt_tokens_total = 0
         self.generated_tokens_total = 0
+        self.kv_tokens_in_flight = 0  # the load gauges' KV-cache usage (simulator.server_kinds)
         self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
@@ -342,6 +353,12 @@ class SimState:
 
     def is_loaded(self, model: LoadedModel, now: float) -> bool:
         return model.active > 0 or model.expires > now
+
+    def kv_usage(self) -> float:
+        """KV-cache usage, 0..1: the tokens the running sequences hold, against a cache
+        sized for every parallel slot to fill the context window."""
+        capacity = self.config.parallel * self.config.context_length
+        return round(min(1.0, max(0, self.kv_tokens_in_flight) / capacity), 6)
 
     def loaded_models(self) -> list[tuple[str, LoadedModel]]:
         now = monotonic()

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from nodes.choices import ApiKind, GpuType
+from nodes.choices import ApiKind, GpuType, ServerKind
 from nodes.onboarding import OnboardError, OnboardRequest, onboard
 
 
@@ -22,14 +22,24 @@ def _label(value: str) -> tuple[str, str]:
 
 class Command(BaseCommand):
     help = (
-        "Register (or update) a GPU node, check it, discover its models, create profiles and "
-        "deployments, warm prefetch profiles. Exits 0 only when the node is READY."
+        "Register (or update) a GPU node, detect its server kind, check it, discover its models "
+        "and their context windows, create profiles and deployments, warm prefetch profiles. "
+        "Exits 0 only when the node is READY."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", required=True, help="node name, e.g. gpu1")
         parser.add_argument("--url", required=True, help="e.g. http://gpu1:11434")
-        parser.add_argument("--api", required=True, choices=[c.value for c in ApiKind])
+        parser.add_argument(
+            "--api",
+            choices=[c.value for c in ApiKind],
+            help="the wire protocol (default: the server kind's)",
+        )
+        parser.add_argument(
+            "--server-kind",
+            choices=[c.value for c in ServerKind],
+            help="the inference server (default: detected from its answers)",
+        )
         parser.add_argument("--gpu-type", required=True, choices=[c.value for c in GpuType])
         parser.add_argument("--gpu-count", type=int)
         parser.add_argument("--vram-gb", type=float, help="GPU memory per GPU, in GB")
@@ -43,7 +53,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--context-window",
             type=int,
-            help="context window for new profiles (default: the model's, capped at 32768)",
+            help="context window for new profiles (default: the one the server says, an Ollama "
+            "model's capped at 32768); required when the server does not say it",
         )
         parser.add_argument(
             "--prefetch",
@@ -71,6 +82,7 @@ class Command(BaseCommand):
             name=options["name"],
             base_url=options["url"],
             api_kind=options["api"],
+            server_kind=options["server_kind"],
             gpu_type=options["gpu_type"],
             node_fields=fields,
             only_models=options["models"],

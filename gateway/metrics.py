@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from clawdbot_site import redis_keys
+from nodes import telemetry_store
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class RedisCollector(Collector):
             weight.add_metric([node.name], node.weight)
             ejected.add_metric([node.name], 1 if node.name in d["ejected"] else 0)
         yield from (inflight, queued, node_up, weight, ejected)
+        yield from _gpu_families(d["nodes"], d.get("telemetry", {}))
         rejected = CounterMetricFamily(
             "clawdbot_request_log_rejected",
             "Request-log entries the database refused, set aside (clawdbot requestlog).",
@@ -197,6 +199,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             pipe.zcount(redis_keys.slots(node.name), now_ms, "+inf")
             pipe.zcount(redis_keys.queue(node.name), now_ms, "+inf")
             pipe.hget(redis_keys.ejection(node.name), "until")
+            pipe.get(redis_keys.telemetry(node.name))
         results = await pipe.execute()
     data: dict[str, Any] = {
         "requests": results[0],
@@ -205,6 +208,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         "ttft": {},
         "load": {},
         "ejected": set(),
+        "telemetry": {},
         "nodes": nodes,
         "version": snapshot.version,
         "log_rejected": int(results[2] or 0),
@@ -221,8 +225,52 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         until = results[offset + 2]
         if until is not None and float(until) > now_ms:
             data["ejected"].add(node.name)
-        offset += 3
+        data["telemetry"][node.name] = telemetry_store.decode(node.name, results[offset + 3])
+        offset += 4
     return data
+
+
+# (family name, help, the reading's field, factor to the family's unit)
+_GPU_GAUGES = (
+    (
+        "clawdbot_gpu_utilisation_ratio",
+        "GPU busy time, 0 to 1 (NVML).",
+        "utilisation_gpu_pct",
+        0.01,
+    ),
+    ("clawdbot_gpu_memory_used_bytes", "GPU memory in use.", "memory_used_mib", 1024 * 1024),
+    ("clawdbot_gpu_memory_total_bytes", "GPU memory in all.", "memory_total_mib", 1024 * 1024),
+    ("clawdbot_gpu_temperature_celsius", "GPU core temperature.", "temperature_c", 1),
+    ("clawdbot_gpu_power_watts", "GPU power draw.", "power_draw_w", 1),
+    ("clawdbot_gpu_power_limit_watts", "GPU enforced power limit.", "power_limit_w", 1),
+)
+
+
+def _gpu_families(
+    nodes: list[Any], readings: dict[str, dict[str, Any] | None]
+) -> Iterator[GaugeMetricFamily]:
+    """Per node and GPU index, from each node agent's latest reading in Redis. A node whose
+    agent stopped reporting has no reading (its key expires), so its GPUs drop out of the
+    families rather than showing their last numbers forever; so does a field NVML did not give."""
+    families = [
+        GaugeMetricFamily(name, doc, labels=["node", "gpu"]) for name, doc, _, _ in _GPU_GAUGES
+    ]
+    info = GaugeMetricFamily(
+        "clawdbot_gpu_info", "1 per GPU an agent reports, named.", labels=["node", "gpu", "name"]
+    )
+    for node in nodes:
+        reading = readings.get(node.name)
+        if not reading or not reading.get("nvml"):
+            continue
+        for gpu in reading.get("gpus") or []:
+            labels = [node.name, str(gpu.get("index", "?"))]
+            info.add_metric([*labels, str(gpu.get("name") or "unknown")], 1)
+            for family, (_, _, field, factor) in zip(families, _GPU_GAUGES, strict=True):
+                value = gpu.get(field)
+                if isinstance(value, int | float):
+                    family.add_metric(labels, value * factor)
+    yield info
+    yield from families
 
 
 def _tier(fields: list[bytes | None]) -> dict[str, float]:

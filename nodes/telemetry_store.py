@@ -46,7 +46,7 @@ def latest(node_names: Iterable[str]) -> dict[str, dict[str, Any] | None]:
     if not names:
         return {}
     raw = sync_client().mget([telemetry_key(name) for name in names])
-    return {name: _loads(name, value) for name, value in zip(names, raw, strict=True)}
+    return {name: decode(name, value) for name, value in zip(names, raw, strict=True)}
 
 
 def heartbeat(node_name: str, ttl_s: float = HEARTBEAT_TTL_S) -> None:
@@ -106,7 +106,8 @@ def total_memory_gb(reading: Mapping[str, Any] | None) -> float | None:
     return round(sum(totals) / 1024, 1)
 
 
-def _loads(node_name: str, value: bytes | str | None) -> dict[str, Any] | None:
+def decode(node_name: str, value: bytes | str | None) -> dict[str, Any] | None:
+    """A reading as stored under `telemetry_key(node_name)`, or None (no key, or not one)."""
     if value is None:
         return None
     try:

@@ -34,6 +34,23 @@ def exported_metrics() -> set[str]:
         "load": {"gpu1": (1, 0)},
         "ejected": set(),
         "nodes": [node],
+        "telemetry": {
+            "gpu1": {
+                "nvml": True,
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "NVIDIA H200",
+                        "utilisation_gpu_pct": 50,
+                        "memory_used_mib": 1024,
+                        "memory_total_mib": 143771,
+                        "temperature_c": 50,
+                        "power_draw_w": 300.0,
+                        "power_limit_w": 700.0,
+                    }
+                ],
+            }
+        },
         "version": 1,
         "log_rejected": 0,
         "log_backlog": 0,

@@ -7,6 +7,7 @@ recomputed from the log, never incremented, so a refresh can run again at any ti
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from dashboard.histogram import LATENCY_FIELDS, TTFT_FIELDS
@@ -82,3 +83,15 @@ class RollupWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"request logs rolled up to id {self.last_id}"
+
+
+class ChatKey(models.Model):
+    """The short-lived API key the chat page uses, bound to one login session: revoked when
+    the session logs out, expiring with it at the latest (dashboard.chat_keys)."""
+
+    key = models.OneToOneField("gateway.ApiKey", on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(max_length=40, db_index=True)
+
+    def __str__(self) -> str:
+        return f"chat key {self.key.masked} of {self.user} (session …{self.session_key[-6:]})"

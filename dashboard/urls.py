@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import views
+from dashboard import chat_views, latency_views, requestlog_views, usage_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -14,10 +14,11 @@ urlpatterns = [
     path("readiness/", views.readiness, name="readiness"),
     path("readiness/run", views.readiness_run, name="readiness_run"),
     # The analytics pages (latency, keys & usage, request log, chat).
-    path("latency/", views.latency, name="latency"),
-    path("usage/", views.usage, name="usage"),
-    path("requests/", views.requests, name="requests"),
-    path("ui", views.chat, name="chat"),
+    path("latency/", latency_views.latency, name="latency"),
+    path("usage/", usage_views.usage, name="usage"),
+    path("requests/", requestlog_views.requests, name="requests"),
+    path("ui", chat_views.chat, name="chat"),
+    path("ui/key", chat_views.chat_key, name="chat_key"),
     path(
         "login/",
         auth_views.LoginView.as_view(

@@ -54,6 +54,8 @@ endif
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.routing
+	$(BIN)/python -m bench.multiturn
 
 clean:
 	rm -rf $(VENV) var node_modules .pytest_cache .ruff_cache .mypy_cache

@@ -5,6 +5,7 @@ database and embedded Redis, so two gateways run side by side without seeing eac
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -159,20 +160,33 @@ def start_gateway(
         "REDIS_URL": f"unix://{socket_path}",
         **(env or {}),
     }
-    manage = [PY, "manage.py"]
-
-    def run(*args: str) -> str:
-        done = subprocess.run(
-            [*manage, *args], cwd=ROOT, env=gateway_env, check=True, capture_output=True, text=True
-        )
-        return done.stdout
-
-    run("migrate", "-v0")
+    # One Django process for the whole set-up: each command alone costs seconds of start-up.
+    commands = [["migrate", "-v0"]]
     for node in nodes:
-        run("onboard", "--name", node.name, "--url", node.url, "--api", "openai",
-            "--gpu-type", node.gpu_type, "--max-concurrent", str(parallel),
-            "--queue-size", str(queue_size))  # fmt: skip
-    key = run("apikey", "create", "--name", "bench", "--rpm", "10000000", "--tpm", "1000000000")
+        commands.append(
+            ["onboard", "--name", node.name, "--url", node.url, "--api", "openai",
+             "--gpu-type", node.gpu_type, "--max-concurrent", str(parallel),
+             "--queue-size", str(queue_size)]
+        )  # fmt: skip
+    commands.append(["apikey", "create", "--name", "bench", "--rpm", "10000000",
+                     "--tpm", "1000000000"])  # fmt: skip
+    script = (
+        "import io, json, sys, django\n"
+        "django.setup()\n"
+        "from django.core.management import call_command\n"
+        "out = io.StringIO()\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    call_command(*args, stdout=out)\n"
+        "print(out.getvalue().strip().splitlines()[-1])\n"
+    )
+    key = subprocess.run(
+        [PY, "-c", script, json.dumps(commands)],
+        cwd=ROOT,
+        env={**gateway_env, "DJANGO_SETTINGS_MODULE": "clawdbot_site.settings"},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     port = free_port()
     proc = procs.start(
         [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0",

@@ -4,7 +4,9 @@ node's state change once it commits; anything else is refused at the handshake."
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +18,10 @@ from django.db import connections, transaction
 from django.test import Client
 
 from clawdbot_site.asgi import application
-from nodes import live_events
+from nodes import fake_nvml, live_events
+from nodes.agent import collect_telemetry
 from nodes.models import Node
+from nodes.probe_runner import probe_and_record
 from nodes.services import node_mark_state, nodes_set_draining
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_connections")]
@@ -124,4 +128,50 @@ async def test_a_telemetry_reading_reaches_staff_as_gpu_figures() -> None:
     event = await communicator.receive_json_from(timeout=5)
     assert event["type"] == "node.telemetry" and event["node"] == "h200"
     assert event["gpus"][0]["utilisation_pct"] == 97 and event["gpus"][0]["power_w"] == 612.5
+    await communicator.disconnect()
+
+
+async def staff_feed() -> WebsocketCommunicator:
+    user = await database_sync_to_async(User.objects.create_superuser)("root", "r@x.io", "pw")
+    cookie = await database_sync_to_async(session_cookie)(user)
+    communicator, connected, _ = await feed(ORIGIN, (b"cookie", cookie))
+    assert connected
+    return communicator
+
+
+async def test_a_probe_of_a_real_node_reaches_staff(make_node: Callable[..., Node]) -> None:
+    # Port 9 refuses: the probe fails through the real probe path and state machine.
+    node = await database_sync_to_async(make_node)("gpu1", base_url="http://127.0.0.1:9")
+    communicator = await staff_feed()
+    await database_sync_to_async(probe_and_record)([node], then=lambda outcome: None)
+    event = await communicator.receive_json_from(timeout=5)
+    assert (event["type"], event["node"], event["ok"]) == ("node.probe", "gpu1", False)
+    assert event["error"]
+    await communicator.disconnect()
+
+
+async def test_the_agents_reading_reaches_staff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_client: object
+) -> None:
+    gpus = [
+        {
+            "name": "NVIDIA H200",
+            "uuid": "GPU-1",
+            "util": 37,
+            "mem_used_mib": 40960,
+            "mem_total_mib": 143771,
+            "temperature": 54,
+            "power_w": 312.5,
+            "power_limit_w": 700,
+        }
+    ]
+    fake = tmp_path / "gpus.json"
+    fake.write_text(json.dumps({"gpus": gpus}))
+    monkeypatch.setenv(fake_nvml.FAKE_ENV, str(fake))
+    communicator = await staff_feed()
+    await database_sync_to_async(collect_telemetry)("gpu1")
+    event = await communicator.receive_json_from(timeout=5)
+    assert (event["type"], event["node"], event["nvml"]) == ("node.telemetry", "gpu1", True)
+    gpu = event["gpus"][0]
+    assert (gpu["utilisation_pct"], gpu["temperature_c"], gpu["power_w"]) == (37, 54, 312.5)
     await communicator.disconnect()

@@ -36,3 +36,6 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def node_telemetry(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
+
+    async def cluster_load(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)

@@ -8,6 +8,7 @@ channel layer that is down costs a log line, never a probe, a state change or a 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -15,6 +16,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
+
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
 
 if TYPE_CHECKING:  # the node agent imports this module and needs no models
     from nodes.models import Node
@@ -65,7 +70,13 @@ class TelemetryEvent(TypedDict):
     at: str
 
 
-Event = NodeStateEvent | ProbeEvent | TelemetryEvent
+class LoadEvent(TypedDict):
+    type: Literal["cluster.load"]
+    nodes: dict[str, list[int]]  # node → [in flight, queued]
+    at: str
+
+
+Event = NodeStateEvent | ProbeEvent | TelemetryEvent | LoadEvent
 
 
 def gpu_figures(reading: Mapping[str, Any] | None) -> list[GpuFigures]:
@@ -123,6 +134,27 @@ def telemetry(node_name: str, reading: Mapping[str, Any]) -> TelemetryEvent:
     }
 
 
+def announce_load(node_names: list[str]) -> None:
+    """Each node's requests in flight and queued, as admission counts them (leases not yet
+    expired), in one event: the probe cycle sends it every 5 s."""
+    if not node_names:
+        return
+    now_ms = int(time.time() * 1000)
+    try:
+        pipe = sync_client().pipeline(transaction=False)
+        for name in node_names:
+            pipe.zcount(redis_keys.slots(name), now_ms, "+inf")
+            pipe.zcount(redis_keys.queue(name), now_ms, "+inf")
+        counts = pipe.execute()
+    except RedisError as exc:
+        log.warning("console load event not sent: %s", exc)
+        return
+    nodes = {
+        name: [int(counts[2 * i]), int(counts[2 * i + 1])] for i, name in enumerate(node_names)
+    }
+    send({"type": "cluster.load", "nodes": nodes, "at": timezone.now().isoformat()})
+
+
 def send_after_commit(event: Event) -> None:
     """Send once the current transaction commits (at once outside one): a console must not
     show a state that a rollback undid."""
@@ -135,4 +167,5 @@ def send(event: Event) -> None:
         if layer is not None:
             async_to_sync(layer.group_send)(GROUP, dict(event))
     except Exception as exc:  # the layer's Redis down, full, or misconfigured: log, go on
-        log.warning("console event %s for %s not sent: %s", event["type"], event["node"], exc)
+        about = event.get("node", "the cluster")
+        log.warning("console event %s for %s not sent: %s", event["type"], about, exc)

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
+from nodes import live_events
 from nodes.models import Node
 from nodes.probes import ProbeResult, probe
 from nodes.services import ProbeOutcome, node_record_probe
@@ -47,6 +48,7 @@ def probe_and_record(
             continue
         recorded.append((outcome, result))
         then(outcome)
+    live_events.announce_load([node.name for node in nodes])
     return recorded
 
 

@@ -5,11 +5,13 @@ node's state change once it commits; anything else is refused at the handshake."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -17,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import connections, transaction
 from django.test import Client
 
+from clawdbot_site import redis_keys
 from clawdbot_site.asgi import application
 from nodes import fake_nvml, live_events
 from nodes.agent import collect_telemetry
@@ -139,14 +142,22 @@ async def staff_feed() -> WebsocketCommunicator:
     return communicator
 
 
-async def test_a_probe_of_a_real_node_reaches_staff(make_node: Callable[..., Node]) -> None:
+async def test_a_probe_cycle_sends_its_results_and_the_nodes_load(
+    make_node: Callable[..., Node], redis_client: redis.Redis
+) -> None:
     # Port 9 refuses: the probe fails through the real probe path and state machine.
     node = await database_sync_to_async(make_node)("gpu1", base_url="http://127.0.0.1:9")
+    later_ms = int(time.time() * 1000) + 60_000
+    redis_client.zadd(redis_keys.slots("gpu1"), {"lease-1": later_ms, "lapsed": 1})
+    redis_client.zadd(redis_keys.queue("gpu1"), {"place-1": later_ms, "place-2": later_ms})
     communicator = await staff_feed()
     await database_sync_to_async(probe_and_record)([node], then=lambda outcome: None)
     event = await communicator.receive_json_from(timeout=5)
     assert (event["type"], event["node"], event["ok"]) == ("node.probe", "gpu1", False)
     assert event["error"]
+    while event["type"] != "cluster.load":
+        event = await communicator.receive_json_from(timeout=5)
+    assert event["nodes"] == {"gpu1": [1, 2]}
     await communicator.disconnect()
 
 

@@ -115,6 +115,13 @@
     });
     fields(e.node, "error").forEach(function (el) { el.textContent = e.error; });
   });
+  window.ClawLive.on("cluster.load", function (e) {
+    Object.keys(e.nodes).forEach(function (node) {
+      ["in_flight", "queued"].forEach(function (name, i) {
+        fields(node, name).forEach(function (el) { el.textContent = e.nodes[node][i] + " / " + el.dataset.max; });
+      });
+    });
+  });
   window.ClawLive.on("node.probe", function (e) {
     setState(e.node, e.state);
     fields(e.node, "last_probe").forEach(function (el) {

@@ -46,7 +46,13 @@ def fake_gpus(util: int, temperature: int) -> dict[str, Any]:
 class AgentProcess:
     """`manage.py agent --node NAME` in its own process group (the worker forks children)."""
 
-    def __init__(self, node: str, workdir: Path, fake_file: Path | None) -> None:
+    def __init__(
+        self,
+        node: str,
+        workdir: Path,
+        fake_file: Path | None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.node = node
         self.hostname = f"agent-{node}@{socket.gethostname()}"
         self.log = tempfile.TemporaryFile()
@@ -60,6 +66,7 @@ class AgentProcess:
         env.pop(fake_nvml.FAKE_ENV, None)
         if fake_file is not None:
             env[fake_nvml.FAKE_ENV] = str(fake_file)
+        env.update(extra_env or {})
         _purge(f"node.{node}")  # tasks left by an earlier, interrupted run
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "agent", "--node", node, "--loglevel", "WARNING"],

@@ -179,7 +179,7 @@ def _banner(creds: dict[str, str], with_sim: bool, workers: int) -> str:
     return f"""
 ================ Clawdbot is running ================
   Gateway:    {url}/v1 ({workers} process{"es" if workers > 1 else ""})
-  Dashboard:  {url}/
+  Console:    {url}/   (log in with the admin user below)
   Admin:      {url}/admin/   user: {creds["username"]}   password: {creds["password"]}
   API key:    {creds["api_key"]}{sim}
   (credentials are kept in {CREDENTIALS}; Ctrl-C stops everything)

@@ -100,6 +100,15 @@ def agent_heartbeat(node: str) -> str:
     return PREFIX + "agent:" + node
 
 
+SERVER_LOAD_PART = "srvload:"  # hash per node: the server's own running, waiting, kv (0..1)
+
+
+def server_load(node: str) -> str:
+    """The node's load as its server reports it (hash: running, waiting, kv, at, stale),
+    expiring 15 s after the last scrape that read it (nodes/server_load_store.py)."""
+    return PREFIX + SERVER_LOAD_PART + node
+
+
 # What the Lua scripts append to PREFIX (checked against their text by a test).
 LUA_PARTS = frozenset(
     {
@@ -178,6 +187,7 @@ TRANSIENT_PATTERNS = tuple(
         "alert:*",
         TIER_PART + "*",
         "answers:*",
+        SERVER_LOAD_PART + "*",
     )
 )
 

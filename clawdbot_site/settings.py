@@ -187,6 +187,11 @@ CLAWDBOT_GPU_SCORES = env_scores("CLAWDBOT_GPU_SCORES", BASE_SCORES)
 # Control-plane cadence and health thresholds.
 CLAWDBOT_PROBE_INTERVAL_S = env_float("CLAWDBOT_PROBE_INTERVAL_S", 5.0, minimum=0.2)
 CLAWDBOT_TELEMETRY_INTERVAL_S = env_float("CLAWDBOT_TELEMETRY_INTERVAL_S", 5.0, minimum=0.2)
+# The inference servers' own load gauges (/metrics of vLLM, SGLang, llama.cpp, TGI): scraped
+# this often, each given this long to answer (a server slow to report under load keeps its
+# last values, marked stale, until they expire after 15 s).
+CLAWDBOT_SERVER_LOAD_INTERVAL_S = env_float("CLAWDBOT_SERVER_LOAD_INTERVAL_S", 2.0, minimum=0.2)
+CLAWDBOT_SERVER_LOAD_TIMEOUT_S = env_float("CLAWDBOT_SERVER_LOAD_TIMEOUT_S", 1.5, minimum=0.1)
 CLAWDBOT_DEGRADE_AFTER = env_int("CLAWDBOT_DEGRADE_AFTER", 3, minimum=1)
 CLAWDBOT_DOWN_AFTER = env_int("CLAWDBOT_DOWN_AFTER", 6, minimum=1)
 CLAWDBOT_RECOVER_AFTER = env_int("CLAWDBOT_RECOVER_AFTER", 2, minimum=1)
@@ -207,6 +212,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "nodes.tasks.dispatch_telemetry",
         "schedule": CLAWDBOT_TELEMETRY_INTERVAL_S,
         "options": {"expires": CLAWDBOT_TELEMETRY_INTERVAL_S * 0.9},
+    },
+    "scrape-server-load": {
+        "task": "nodes.tasks.scrape_server_load",
+        "schedule": CLAWDBOT_SERVER_LOAD_INTERVAL_S,
+        "options": {"expires": CLAWDBOT_SERVER_LOAD_INTERVAL_S * 0.9},
     },
     "telemetry-history": {
         "task": "nodes.tasks.record_telemetry_history",

@@ -26,9 +26,11 @@ from nodes import (
 from nodes.agent import queue_for
 from nodes.choices import NodeState
 from nodes.healing import HealPolicy, decide
+from nodes.load_scraper import Target, scrape_and_store
 from nodes.model_loads import NodeLoadResult, warm_and_record
 from nodes.models import GpuSample, HealEvent, Node, ProbeRecord
 from nodes.probe_runner import probe_and_record
+from nodes.server_kinds import kind_of, spec
 from nodes.services import ProbeOutcome, node_mark_state
 
 log = logging.getLogger(__name__)
@@ -218,6 +220,21 @@ def dispatch_telemetry() -> int:
             ignore_result=True,
         )
     return len(alive)
+
+
+@shared_task(ignore_result=True, soft_time_limit=10, time_limit=15)
+def scrape_server_load() -> int:
+    """Read each enabled node's load gauges from its server's /metrics into Redis, for routing,
+    the admin and /metrics. Kinds without gauges (Ollama, a generic server) are not asked."""
+    targets = [
+        Target(name, url, kind_of(api_kind, server_kind))
+        for name, url, api_kind, server_kind in Node.objects.filter(enabled=True).values_list(
+            "name", "base_url", "api_kind", "server_kind"
+        )
+        if spec(kind_of(api_kind, server_kind)).metrics
+    ]
+    results = scrape_and_store(targets, settings.CLAWDBOT_SERVER_LOAD_TIMEOUT_S)
+    return sum(1 for r in results if r.load is not None)
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=40)

@@ -50,6 +50,21 @@ def rate_windows(kind: str = "*", key_id: str = "*") -> str:
     return f"{PREFIX}{RATE_WINDOW}{kind}:{key_id}:*"
 
 
+# --- Data plane: routing, learned by RELEASE and read by ADMIT (gateway/routing.py) ---------
+SPEED_PART = "speed:"  # hash per node|model: d, p (tokens/s of one sequence), n (samples), t
+OUTPUT_LEN_PART = "outlen"  # hash: model → its usual answer length (a running average)
+AFFINITY_PART = "aff:"  # string per prefix identity → the node that served (caches) it
+AFFINITY_INDEX_PART = "affidx"  # sorted set: prefix identity → when recorded, oldest out first
+SERVER_LOAD_PART = "srvload:"  # hash per node: the server's own running, waiting, kv (0..1)
+
+
+def speed(node: str, model: str) -> str:
+    return f"{PREFIX}{SPEED_PART}{node}|{model}"
+
+
+SPEEDS_PATTERN = PREFIX + SPEED_PART + "*"
+
+
 # --- Data plane: records, written by the RELEASE script, read by gateway/metrics.py and the
 # request-log flush (gateway/request_log.py) --------------------------------------------------
 REQUESTS_PART = "m:requests"  # hash: model, node, status → count
@@ -58,12 +73,14 @@ DURATION_PART = "m:duration:"  # hash per model: bucket → count, and sum
 TTFT_PART = "m:ttft:"
 MODELS_PART = "m:models"  # set of the models seen, so /metrics knows what to read
 REQUEST_LOG_PART = "requestlog"  # list of JSON entries, flushed to the database by a task
+AFFINITY_METRIC_PART = "m:affinity"  # hash: hit, miss, rebalanced → count
 METRIC_REQUESTS = PREFIX + REQUESTS_PART
 METRIC_TOKENS = PREFIX + TOKENS_PART
 METRIC_DURATION = PREFIX + DURATION_PART
 METRIC_TTFT = PREFIX + TTFT_PART
 METRIC_MODELS = PREFIX + MODELS_PART
 REQUEST_LOG = PREFIX + REQUEST_LOG_PART
+METRIC_AFFINITY = PREFIX + AFFINITY_METRIC_PART
 # Entries the database refused (or that cannot be read), set aside by the flush so they cannot
 # block the rest: kept (the newest REJECTED_KEPT), counted for /metrics.
 REQUEST_LOG_REJECTED = PREFIX + "requestlog:rejected"
@@ -100,9 +117,6 @@ def agent_heartbeat(node: str) -> str:
     return PREFIX + "agent:" + node
 
 
-SERVER_LOAD_PART = "srvload:"  # hash per node: the server's own running, waiting, kv (0..1)
-
-
 def server_load(node: str) -> str:
     """The node's load as its server reports it (hash: running, waiting, kv, at, stale),
     expiring 15 s after the last scrape that read it (nodes/server_load_store.py)."""
@@ -124,12 +138,18 @@ LUA_PARTS = frozenset(
         TTFT_PART,
         MODELS_PART,
         REQUEST_LOG_PART,
+        AFFINITY_METRIC_PART,
         TIER_WINDOW_PART,
         TIER_PART,
         CACHE_ENTRY_PART,
         CACHE_INDEX_PART,
         CACHE_SIZES_PART,
         CACHE_BYTES_PART,
+        SPEED_PART,
+        OUTPUT_LEN_PART,
+        AFFINITY_PART,
+        AFFINITY_INDEX_PART,
+        SERVER_LOAD_PART,
     }
 )
 
@@ -187,6 +207,10 @@ TRANSIENT_PATTERNS = tuple(
         "alert:*",
         TIER_PART + "*",
         "answers:*",
+        SPEED_PART + "*",
+        OUTPUT_LEN_PART,
+        AFFINITY_PART + "*",
+        AFFINITY_INDEX_PART,
         SERVER_LOAD_PART + "*",
     )
 )

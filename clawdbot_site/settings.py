@@ -330,6 +330,24 @@ CLAWDBOT_KEEPALIVE_S = env_float("CLAWDBOT_KEEPALIVE_S", 2.0, minimum=0.05)
 CLAWDBOT_HTTP_IDLE_S = env_float("CLAWDBOT_HTTP_IDLE_S", 75.0, minimum=0.5)
 CLAWDBOT_EJECT_AFTER = env_int("CLAWDBOT_EJECT_AFTER", 3, minimum=1)
 
+# Routing by expected completion time (gateway/routing.py; README "How requests are routed").
+# Each node's decode and prefill speed per model is learned from its answers; old samples
+# fade with this time constant, so a node that slows down is seen within seconds.
+CLAWDBOT_SPEED_TAU_S = env_float("CLAWDBOT_SPEED_TAU_S", 5.0, minimum=0.1)
+# Until this many recent samples back it, a learned speed is blended with the GPU-type prior;
+# samples older than CLAWDBOT_SPEED_TRUST_S count less and less (an idle node drifts back to
+# its prior and is tried again).
+CLAWDBOT_SPEED_MIN_SAMPLES = env_float("CLAWDBOT_SPEED_MIN_SAMPLES", 5.0, minimum=1.0)
+CLAWDBOT_SPEED_TRUST_S = env_float("CLAWDBOT_SPEED_TRUST_S", 60.0, minimum=1.0)
+# How much each other running sequence slows one sequence's decoding (batched decoding
+# shares the GPU): 0.15 means 8 at once decode each at 1 / (1 + 0.15 * 7) of the speed alone.
+CLAWDBOT_BATCH_SLOWDOWN = env_float("CLAWDBOT_BATCH_SLOWDOWN", 0.15, minimum=0.0)
+# Conversation affinity (gateway/prefixes.py): prefer the node holding a conversation's
+# prompt cache. Remembered prefixes expire after the TTL; at most MAX are kept.
+CLAWDBOT_AFFINITY = env_bool("CLAWDBOT_AFFINITY", True)
+CLAWDBOT_AFFINITY_TTL_S = env_float("CLAWDBOT_AFFINITY_TTL_S", 600.0, minimum=1.0)
+CLAWDBOT_AFFINITY_MAX = env_int("CLAWDBOT_AFFINITY_MAX", 200_000, minimum=100)
+
 # Email alerts (alerts app) go through Django's SMTP backend.
 EMAIL_HOST = env_str("CLAWDBOT_SMTP_HOST", "localhost")
 EMAIL_PORT = env_int("CLAWDBOT_SMTP_PORT", 25, minimum=1)

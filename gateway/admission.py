@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aredis
 
 from clawdbot_site import redis_keys
+from gateway import routing
 from gateway.leases import Lease
 from gateway.node_faults import Outcome
 from gateway.snapshot import Route
@@ -41,7 +42,6 @@ local queued_at = ARGV[9]
 local allow_queue = ARGV[10] == '1'
 local prefer = ARGV[11]
 local qttl = tonumber(ARGV[12])
-local first = 13
 local minute = math.floor(now / 60000)
 local into = now % 60000
 local frac = into / 60000
@@ -97,43 +97,121 @@ local function waiting_on(node)
   return redis.call('ZCARD', qk)
 end
 
-local best, best_score, best_pref = nil, nil, false
-local qbest, qbest_score, qbest_pref = nil, nil, false
-local alive = 0
-local n = math.floor((#ARGV - first + 1) / 5)
+-- Routing facts (gateway.routing_inputs): the request's size, and its prefix identities for
+-- conversation affinity (record: what the chosen node will cache; lookups: earlier prefixes
+-- of this prompt, longest first, with the tokens a node holding one skips).
+local model = ARGV[13]
+local prompt = tonumber(ARGV[14])
+local output = tonumber(ARGV[15])
+local slowdown = tonumber(ARGV[16])
+local unit_prior = tonumber(ARGV[17])
+local prefill_ratio = tonumber(ARGV[18])
+local min_samples = tonumber(ARGV[19])
+local tau_prior = tonumber(ARGV[20])
+local aff_ttl = tonumber(ARGV[21])
+local aff_cap = tonumber(ARGV[22])
+local nrec = tonumber(ARGV[23])
+local nlook = tonumber(ARGV[24])
+local first = 25 + nrec + nlook * 2
+
+if output < 0 then  -- no max_tokens: the model's usual answer length
+  output = tonumber(redis.call('HGET', p .. 'outlen', model) or '256')
+end
+local affine, cached = nil, 0
+if nlook > 0 then
+  local keys = {}
+  for i = 0, nlook - 1 do keys[i + 1] = p .. 'aff:' .. ARGV[25 + nrec + i * 2] end
+  local found = redis.call('MGET', unpack(keys))
+  for i = 1, nlook do
+    if found[i] then
+      affine, cached = found[i], tonumber(ARGV[25 + nrec + (i - 1) * 2 + 1])
+      break
+    end
+  end
+end
+
+-- Each node's speed for this model: decode and prefill tokens per second of one sequence,
+-- learned from its answers (RELEASE), blended with the GPU-type prior while samples are few
+-- or old. The prior's tokens per score point come from the nodes already learned, so a new
+-- node starts in the same units as the rest.
+local nodes = {}
+local n = math.floor((#ARGV - first + 1) / 7)
+local sum_d, sum_p, sum_score = 0, 0, 0
 for i = 0, n - 1 do
-  local b = first + i * 5
-  local node = ARGV[b]
-  local maxc = tonumber(ARGV[b + 1])
-  local qsize = tonumber(ARGV[b + 2])
-  local w = tonumber(ARGV[b + 3])
-  local gpu = ARGV[b + 4]
-  local ejected = tonumber(redis.call('HGET', p .. 'eject:' .. node, 'until') or '0')
+  local b = first + i * 7
+  local node = {name = ARGV[b], maxc = tonumber(ARGV[b + 1]), qsize = tonumber(ARGV[b + 2]),
+    score = tonumber(ARGV[b + 3]), live = tonumber(ARGV[b + 4]), busy = tonumber(ARGV[b + 5]),
+    gpu = ARGV[b + 6], trust = 0, d = 0, pf = 0}
+  local sk = p .. 'speed:' .. node.name .. '|' .. model
+  local learned = redis.call('HMGET', sk, 'd', 'p', 'n', 't')
+  if learned[1] then
+    local age = math.max(0, now - tonumber(learned[4]))
+    node.trust = math.min(1, tonumber(learned[3]) * math.exp(-age / tau_prior) / min_samples)
+    node.d, node.pf = tonumber(learned[1]), tonumber(learned[2])
+    sum_d = sum_d + node.d * node.trust
+    sum_p = sum_p + node.pf * node.trust
+    sum_score = sum_score + node.score * node.trust
+  end
+  nodes[i + 1] = node
+end
+local unit_d, unit_p = unit_prior, unit_prior * prefill_ratio
+if sum_score > 0 then unit_d, unit_p = sum_d / sum_score, sum_p / sum_score end
+
+local best, best_score, best_pref = nil, nil, false
+local second, second_score = nil, nil
+local qbest, qbest_score, qbest_pref = nil, nil, false
+local best_running = 0
+local alive = 0
+for _, node in ipairs(nodes) do
+  local name, maxc = node.name, node.maxc
+  local ejected = tonumber(redis.call('HGET', p .. 'eject:' .. name, 'until') or '0')
   if ejected <= now then
     alive = alive + 1
-    local sk = p .. 'slots:' .. node
+    local sk = p .. 'slots:' .. name
     redis.call('ZREMRANGEBYSCORE', sk, '-inf', now)
     local inflight = redis.call('ZCARD', sk)
-    local waiting = waiting_on(node)
+    local waiting = waiting_on(name)
     -- Requests queued here have the first claim on its free slots: a newcomer gets one only
     -- when there are more free slots than waiting requests, a queued one by its place.
     local ahead = waiting
-    if node == queued_at then
-      ahead = redis.call('ZRANK', p .. 'qorder:' .. node, lease) or waiting
+    if name == queued_at then
+      ahead = redis.call('ZRANK', p .. 'qorder:' .. name, lease) or waiting
     end
-    if inflight + ahead < maxc then
-      local score = (inflight + ahead + 1) / w
-      local pref = prefer ~= '' and gpu == prefer
+    -- The server's own view (vLLM, SGLang, llama.cpp metrics): work it runs for others,
+    -- requests it queues, a KV cache too full to start another sequence soon.
+    local extra, full = 0, false
+    local srv = redis.call('HMGET', p .. 'srvload:' .. name, 'running', 'waiting', 'kv')
+    if srv[1] then
+      extra = math.max(0, (tonumber(srv[1]) or 0) - inflight) + (tonumber(srv[2]) or 0)
+      full = (tonumber(srv[3]) or 0) >= 0.97
+    end
+    local d = node.trust * node.d + (1 - node.trust) * node.score * unit_d * node.busy
+    local pf = node.trust * node.pf + (1 - node.trust) * node.score * unit_p * node.busy
+    d, pf = math.max(d * node.live, 1e-6), math.max(pf * node.live, 1e-6)
+    local hit = 0
+    if name == affine then hit = cached end
+    -- Expected completion time: this request's prefill (less what the node has cached) and
+    -- its decode, slowed by the sequences it would share the GPU with.
+    local running = inflight + extra
+    local own = math.max(prompt - hit, 0) / pf
+        + output / d * (1 + slowdown * math.min(running, maxc - 1))
+    local pref = prefer ~= '' and node.gpu == prefer
+    if inflight + ahead + extra < maxc and not full then
+      local score = own
       if best == nil or (pref and not best_pref) or (pref == best_pref and score < best_score) then
-        best, best_score, best_pref = node, score, pref
+        if best ~= nil then second, second_score = best, best_score end
+        best, best_score, best_pref, best_running = name, score, pref, running + 1
+      elseif second == nil or score < second_score then
+        second, second_score = name, score
       end
-    elseif allow_queue and queued_at == '' and qsize > 0 then
-      if waiting < qsize then
-        local score = (inflight + waiting + 1) / w
-        local pref = prefer ~= '' and gpu == prefer
+    elseif allow_queue and queued_at == '' and node.qsize > 0 then
+      if waiting < node.qsize then
+        -- Behind the queue: each slot frees after about one full-batch service time.
+        local service = prompt / pf + output / d * (1 + slowdown * (maxc - 1))
+        local score = (waiting + extra + 1) * service / maxc + own
         if qbest == nil or (pref and not qbest_pref)
             or (pref == qbest_pref and score < qbest_score) then
-          qbest, qbest_score, qbest_pref = node, score, pref
+          qbest, qbest_score, qbest_pref = name, score, pref
         end
       end
     end
@@ -160,10 +238,22 @@ elseif qbest ~= nil then
   redis.call('ZADD', p .. 'queue:' .. qbest, now + qttl, lease)
   redis.call('ZADD', p .. 'qorder:' .. qbest, now, lease)
   verdict, chosen = 'queued', qbest
+  best_score, second, second_score = qbest_score, nil, nil
 elseif alive == 0 then
   return {'ejected', '', '0', '0', '0'}
 else
   return {'full', '', '0', '0', '0'}
+end
+
+-- The chosen node will hold this prompt's prefix: remember it, bounded (oldest out first).
+for i = 0, nrec - 1 do
+  local id = ARGV[25 + i]
+  redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
+  redis.call('ZADD', p .. 'affidx', now, id)
+end
+if nrec > 0 and redis.call('ZCARD', p .. 'affidx') > aff_cap then
+  local popped = redis.call('ZPOPMIN', p .. 'affidx', 16)  -- member, score, member, ...
+  for i = 1, #popped, 2 do redis.call('DEL', p .. 'aff:' .. popped[i]) end
 end
 
 -- A minute's counter gets its expiry when the first increment creates it, not on every
@@ -178,7 +268,10 @@ if check_rate then
     if redis.call('INCRBY', k, est) == est then redis.call('PEXPIRE', k, 130000) end
   end
 end
-return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t)}
+-- Why: the chosen node's expected seconds, the runner-up's, the node holding the prefix.
+return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t), tostring(best_score),
+  second or '', tostring(second_score or -1), affine or '', tostring(best_running),
+  tostring(cached)}
 """
 
 # Releasing a request's lease, feeding passive ejection, and recording its metrics and log
@@ -233,22 +326,52 @@ if token_delta ~= 0 and keyid ~= '' then
     redis.call('PEXPIRE', k, 130000)
   end
 end
--- ARGV[11..]: metrics and the log entry (absent for a release between retry attempts).
-if #ARGV > 10 then
-  local model, label = ARGV[11], ARGV[12]
+-- ARGV[11..18]: what the answer says of the node's speed (gateway.speed_samples), when
+-- ARGV[11] (the model) is set: one sequence's decode and prefill tokens per second, folded
+-- into a running average whose old samples fade with time constant tau, so a node that slows
+-- down is seen within seconds; n counts the samples behind it (fading the same way).
+if ARGV[11] and ARGV[11] ~= '' then
+  local sk = p .. 'speed:' .. ARGV[12] .. '|' .. ARGV[11]
+  local decode, prefill = tonumber(ARGV[13]), tonumber(ARGV[14])
+  local tau, n_max = tonumber(ARGV[15]), tonumber(ARGV[16])
+  local cur = redis.call('HMGET', sk, 'd', 'p', 'n', 't')
+  if decode <= 0 and prefill <= 0 then
+    -- nothing learned of the speed (a short answer); the answer length below still counts
+  elseif cur[1] then
+    local keep = math.exp(-math.max(0, now - tonumber(cur[4])) / tau)
+    local n = math.min(tonumber(cur[3]) * keep + 1, n_max)
+    local d, pf = tonumber(cur[1]), tonumber(cur[2])
+    -- One odd answer (a stall, a clock jump) moves the average by at most a factor of 4.
+    if decode > 0 then d = d + (math.min(math.max(decode, d / 4), d * 4) - d) / n end
+    if prefill > 0 then pf = pf + (math.min(math.max(prefill, pf / 4), pf * 4) - pf) / n end
+    redis.call('HSET', sk, 'd', d, 'p', pf, 'n', n, 't', now)
+  elseif decode > 0 then
+    if prefill <= 0 then prefill = decode * tonumber(ARGV[17]) end
+    redis.call('HSET', sk, 'd', decode, 'p', prefill, 'n', 1, 't', now)
+  end
+  if cur[1] or decode > 0 then redis.call('PEXPIRE', sk, 86400000) end
+  if ARGV[18] ~= '' then  -- the model's usual answer length, for requests without max_tokens
+    local was = tonumber(redis.call('HGET', p .. 'outlen', ARGV[11]) or ARGV[18])
+    redis.call('HSET', p .. 'outlen', ARGV[11], was + (tonumber(ARGV[18]) - was) * 0.05)
+  end
+end
+-- ARGV[19..]: metrics and the log entry (absent for a release between retry attempts).
+if #ARGV > 18 then
+  local model, label = ARGV[19], ARGV[20]
   redis.call('HINCRBY', p .. 'm:requests', label, 1)
   redis.call('SADD', p .. 'm:models', model)
-  if ARGV[13] ~= '' then
-    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[13], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[14])
+  if ARGV[21] ~= '' then
+    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[21], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[22])
   end
-  if ARGV[15] ~= '' then
-    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[15], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[16])
+  if ARGV[23] ~= '' then
+    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[23], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[24])
   end
-  if ARGV[17] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[19], ARGV[17]) end
-  if ARGV[18] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[20], ARGV[18]) end
-  redis.call('RPUSH', p .. 'requestlog', ARGV[21])
+  if ARGV[25] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[27], ARGV[25]) end
+  if ARGV[26] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[28], ARGV[26]) end
+  redis.call('RPUSH', p .. 'requestlog', ARGV[29])
+  if ARGV[30] and ARGV[30] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[30], 1) end
 end
 return cooldown
 """
@@ -282,6 +405,26 @@ class Verdict:
     retry_after_ms: int
     remaining_requests: int  # -1: no limit
     remaining_tokens: int
+    # Why this node (ok and queued only): its expected seconds, the runner-up and its
+    # seconds, the node holding the request's prefix and the tokens it holds, and the
+    # sequences running on the chosen node with this one.
+    expected_s: float = 0.0
+    runner_up: str = ""
+    runner_up_s: float = 0.0
+    affine: str = ""
+    running: int = 0
+    cached: int = 0
+
+
+DEFAULT_ROUTING = routing.Policy(
+    slowdown=0.15,
+    speed_tau_ms=5_000,
+    trust_ms=60_000,
+    min_samples=5.0,
+    affinity=True,
+    affinity_ttl_ms=600_000,
+    affinity_max=200_000,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +436,11 @@ class EjectionPolicy:
 
 class Admission:
     def __init__(
-        self, client: aredis.Redis, resp: RespClient, policy: EjectionPolicy | None = None
+        self,
+        client: aredis.Redis,
+        resp: RespClient,
+        policy: EjectionPolicy | None = None,
+        routing_policy: routing.Policy | None = None,
     ) -> None:
         # The per-request calls (admit, release) go through the lean client; redis-py
         # loads the scripts and renews leases.
@@ -303,6 +450,7 @@ class Admission:
         self._renew = client.register_script(RENEW)
         self._forget = client.register_script(FORGET)
         self.policy = policy or EjectionPolicy()
+        self.routing = routing_policy or DEFAULT_ROUTING
 
     async def admit(
         self,
@@ -317,6 +465,7 @@ class Admission:
         queued_at: str = "",
         allow_queue: bool = True,
         prefer_gpu: str = "",
+        request: routing.Request | None = None,
     ) -> Verdict:
         candidates = list(routes)
         random.shuffle(candidates)  # ties go to a random node
@@ -334,14 +483,22 @@ class Admission:
             prefer_gpu,
             QUEUE_TTL_MS,
         ]
-        for route in candidates:
-            node = route.node
-            args += [node.name, node.max_concurrent, node.queue_size, route.weight, node.gpu_type]
+        args += routing.admit_args(request, self.routing, candidates)
         raw = await self._resp.evalsha(self._admit.sha, ADMIT, [redis_keys.PREFIX], args)
-        status, node_name, retry, rem_r, rem_t = (
-            v.decode() if isinstance(v, bytes) else str(v) for v in raw
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
+        status, node_name, retry, rem_r, rem_t = values[:5]
+        verdict = Verdict(status, node_name, int(retry), int(rem_r), int(rem_t))
+        if len(values) < 11:
+            return verdict
+        return replace(
+            verdict,
+            expected_s=float(values[5]),
+            runner_up=values[6],
+            runner_up_s=float(values[7]),
+            affine=values[8],
+            running=int(values[9]),
+            cached=int(float(values[10])),
         )
-        return Verdict(status, node_name, int(retry), int(rem_r), int(rem_t))
 
     async def load(self) -> None:
         """Load the scripts into Redis now, so pipelines can EVALSHA them."""
@@ -355,6 +512,7 @@ class Admission:
         outcome: Outcome,
         key_id: int | str | None = None,
         token_delta: int = 0,
+        learned: list[Any] | None = None,
         record: list[Any] | None = None,
     ) -> int:
         """Free the slot (or queue place); `outcome` ok|fail|neutral feeds ejection. With
@@ -373,6 +531,8 @@ class Admission:
             token_delta,
             1 if lease and lease.queued else 0,
         ]
+        if learned or record:
+            args += learned or routing.release_args("", "", None, None, self.routing)
         if record:
             args += record
         return int(await self._resp.evalsha(self._release.sha, RELEASE, [redis_keys.PREFIX], args))

@@ -214,6 +214,10 @@ class GatewayApp:
                 header(scope, b"authorization"), snapshot, settings.SECRET_KEY, rt.tokens
             )
             payload = parse_body(body)
+            session = header(scope, b"x-clawdbot-session")
+            if session:
+                # Pins the conversation (gateway.prefixes); clipped, it is only hashed.
+                ex.session = session[:256].decode("latin-1")
             degradation = rt.degradation
             call = prepare(
                 endpoint, payload, snapshot, ex, downgrade=degradation.tier >= Tier.DOWNGRADE

@@ -6,9 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from django.conf import settings
+
+from gateway import prefixes
 from gateway.errors import GatewayError, model_not_found
 from gateway.exchange import Exchange
 from gateway.plan import Plan, plan_embedding, plan_generation
+from gateway.routing import Request
 from gateway.snapshot import ProfileView, Snapshot
 from gateway.tokens import (
     estimate_chat_prompt_tokens,
@@ -50,6 +54,19 @@ def _estimate(ex: Exchange, prompt: int, requested: int | None, budget: int | No
     ex.estimated_tokens = prompt + (budget or 0) if requested is not None else prompt
 
 
+def _routing(
+    profile: ProfileView,
+    prompt: int,
+    requested: int | None,
+    plan: Plan,
+    found: prefixes.Prefixes,
+) -> Request:
+    """Without max_tokens the answer's length is unknown (the budget is the whole window):
+    routing then takes the model's usual answer length."""
+    output = plan.max_tokens if requested is not None else None
+    return Request(profile.model_id, prompt, output, found)
+
+
 def _fallback(
     snapshot: Snapshot, profile: ProfileView, prompt: int, requested: int | None, param: str
 ) -> tuple[ProfileView, Plan] | None:
@@ -82,6 +99,12 @@ def prepare(
             profile, plan = fallback
             chat = replace(chat, model=_downgraded(ex, profile))
         _estimate(ex, prompt, chat.max_tokens, plan.max_tokens)
+        found = (
+            prefixes.chat(profile.model_id, chat.messages, chat.tools, ex.session)
+            if settings.CLAWDBOT_AFFINITY
+            else prefixes.NONE
+        )
+        ex.routing = _routing(profile, prompt, chat.max_tokens, plan, found)
         return GenerationCall(chat, profile, plan)
     if endpoint == "completions":
         completion = validate_completion(payload)
@@ -95,6 +118,12 @@ def prepare(
             profile, plan = fallback
             completion = replace(completion, model=_downgraded(ex, profile))
         _estimate(ex, prompt, completion.max_tokens, plan.max_tokens)
+        found = (
+            prefixes.completion(profile.model_id, completion.prompt, ex.session)
+            if settings.CLAWDBOT_AFFINITY
+            else prefixes.NONE
+        )
+        ex.routing = _routing(profile, prompt, completion.max_tokens, plan, found)
         return GenerationCall(completion, profile, plan)
     embedding = validate_embedding(payload)
     profile = _profile(snapshot, ex, embedding.model)
@@ -102,4 +131,5 @@ def prepare(
     sizes = [estimate_text_tokens(t) for t in texts]
     plan_embedding(profile, sum(sizes), max(sizes, default=0))
     ex.prompt_estimate = ex.estimated_tokens = sum(sizes)
+    ex.routing = Request(profile.model_id, sum(sizes), 0)
     return EmbeddingCall(embedding, profile)

@@ -12,6 +12,7 @@ from gateway.http import Headers
 from gateway.ids import new_id
 from gateway.leases import Lease
 from gateway.node_faults import Outcome
+from gateway.routing import Request as RoutingRequest
 from gateway.sso import Caller
 
 
@@ -48,6 +49,17 @@ class Exchange:
     degraded: str = ""
     keep_answer: bool = False  # keep a successful non-streamed answer for the response cache
     answer: bytes | None = None
+    # Routing (gateway.routing): what it was told of the request, why it chose the node,
+    # and how the answer was timed on the node (perf_counter), to learn the node's speed.
+    routing: RoutingRequest | None = None
+    session: str = ""  # the client's X-Clawdbot-Session, if any
+    route: str = ""
+    affinity: str = ""  # hit | miss | rebalanced, or empty
+    cached_tokens: int = 0  # of the prompt, held by the chosen node (as far as we know)
+    running: int = 0  # sequences on the node with this one when it was admitted
+    node_started: float | None = None
+    node_first: float | None = None
+    node_done: float | None = None
 
     def base_headers(self, *, with_node: bool = True) -> Headers:
         headers: Headers = [(b"x-request-id", self.request_id.encode())]
@@ -57,6 +69,10 @@ class Exchange:
             headers.append((b"x-clawdbot-attempts", str(self.attempts).encode()))
         if self.downgraded_from:
             headers.append((b"x-model-downgraded", self.served_model.encode()))
+        if self.route and with_node:
+            headers.append((b"x-clawdbot-route", self.route.encode()))
+        if self.affinity and with_node:
+            headers.append((b"x-clawdbot-affinity", self.affinity.encode()))
         if self.degraded == "cache":
             headers.append((b"x-clawdbot-cache", b"hit"))
         elif self.degraded == "static":

@@ -52,6 +52,7 @@ def record_args(
     prompt_tokens: int | None,
     completion_tokens: int | None,
     log_entry: bytes,
+    affinity: str = "",
 ) -> list[Any]:
     """The metric and log arguments of the RELEASE script (gateway.admission), in its order.
     `model` is the profile that served the request ("" for none), never the client's string."""
@@ -68,6 +69,7 @@ def record_args(
         f"{model}{SEP}prompt",
         f"{model}{SEP}completion",
         log_entry,
+        affinity,
     ]
 
 
@@ -130,6 +132,13 @@ class RedisCollector(Collector):
             "clawdbot_requests", "Requests answered.", ["model", "node", "status"], d["requests"]
         )
         yield _counter("clawdbot_tokens", "Tokens.", ["model", "kind"], d["tokens"])
+        yield _counter(
+            "clawdbot_affinity",
+            "Requests continuing a conversation, by how affinity placed them: hit (the node "
+            "holding its prefix), rebalanced (another, that one too busy), miss (none held it).",
+            ["result"],
+            d.get("affinity", {}),
+        )
         yield _histogram("clawdbot_request_duration_seconds", "Request duration.", d["duration"])
         yield _histogram("clawdbot_time_to_first_token_seconds", "Time to first token.", d["ttft"])
         inflight = GaugeMetricFamily(
@@ -150,6 +159,7 @@ class RedisCollector(Collector):
             ejected.add_metric([node.name], 1 if node.name in d["ejected"] else 0)
         yield from (inflight, queued, node_up, weight, ejected)
         yield from _gpu_families(d["nodes"], d.get("telemetry", {}))
+        yield from _speed_families(d.get("speeds", {}))
         rejected = CounterMetricFamily(
             "clawdbot_request_log_rejected",
             "Request-log entries the database refused, set aside (clawdbot requestlog).",
@@ -186,12 +196,15 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             _malformed(MODELS, raw)
     models.sort()
     nodes = list(snapshot.nodes.values())
+    # Learned speeds (gateway.routing), for every deployment the snapshot routes.
+    pairs = sorted({(r.node.name, m) for m, routes in snapshot.routes.items() for r in routes})
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(REQUESTS)
         pipe.hgetall(TOKENS)
         pipe.get(redis_keys.METRIC_LOG_REJECTED)
         pipe.llen(redis_keys.REQUEST_LOG)
         pipe.hmget(redis_keys.TIER, "tier", "requests", "failures")
+        pipe.hgetall(redis_keys.METRIC_AFFINITY)
         for model in models:
             pipe.hgetall(HISTOGRAMS["duration"] + model)
             pipe.hgetall(HISTOGRAMS["ttft"] + model)
@@ -200,6 +213,8 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             pipe.zcount(redis_keys.queue(node.name), now_ms, "+inf")
             pipe.hget(redis_keys.ejection(node.name), "until")
             pipe.get(redis_keys.telemetry(node.name))
+        for node_name, model_id in pairs:
+            pipe.hmget(redis_keys.speed(node_name, model_id), "d", "p", "n")
         results = await pipe.execute()
     data: dict[str, Any] = {
         "requests": results[0],
@@ -214,8 +229,9 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         "log_rejected": int(results[2] or 0),
         "log_backlog": int(results[3]),
         **_tier(results[4]),
+        "affinity": results[5],
     }
-    offset = 5
+    offset = 6
     for model in models:
         data["duration"][model] = results[offset]
         data["ttft"][model] = results[offset + 1]
@@ -227,6 +243,10 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             data["ejected"].add(node.name)
         data["telemetry"][node.name] = telemetry_store.decode(node.name, results[offset + 3])
         offset += 4
+    data["speeds"] = {}
+    for pair, (decode, prefill, samples) in zip(pairs, results[offset:], strict=True):
+        if decode is not None:
+            data["speeds"][pair] = (float(decode), float(prefill or 0), float(samples or 0))
     return data
 
 
@@ -289,3 +309,28 @@ def render(data: dict[str, Any]) -> bytes:
     registry = CollectorRegistry()
     registry.register(RedisCollector(data))
     return generate_latest(registry)
+
+
+def _speed_families(speeds: dict[tuple[str, str], tuple[float, float, float]]) -> Iterator[Any]:
+    """What routing learned of each node's speed per model (gateway.routing)."""
+    labels = ["node", "model"]
+    decode = GaugeMetricFamily(
+        "clawdbot_node_decode_tokens_per_second",
+        "One sequence's decode speed, learned from answers (normalised to running alone).",
+        labels=labels,
+    )
+    prefill = GaugeMetricFamily(
+        "clawdbot_node_prefill_tokens_per_second",
+        "Prefill speed, learned from streamed answers' first tokens.",
+        labels=labels,
+    )
+    samples = GaugeMetricFamily(
+        "clawdbot_node_speed_samples",
+        "Recent answers behind the learned speed (older ones fade).",
+        labels=labels,
+    )
+    for (node, model), (d, p, n) in sorted(speeds.items()):
+        decode.add_metric([node, model], d)
+        prefill.add_metric([node, model], p)
+        samples.add_metric([node, model], n)
+    yield from (decode, prefill, samples)

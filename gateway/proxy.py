@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from gateway import node_faults, refusals
+from gateway import node_faults, prefixes, refusals, routing
 from gateway.accounting import prompt_truncated
 from gateway.admission import Verdict
 from gateway.errors import GatewayError
@@ -106,6 +106,7 @@ class Proxy:
             estimated_tokens=ex.estimated_tokens,
             check_rate=first,
             prefer_gpu=prefer,
+            request=ex.routing,
         )
         refused = refusals.refusal(verdict, key, ex.model)
         if refused is not None and refused.status == 429:
@@ -117,9 +118,23 @@ class Proxy:
         self.rt.leases.hold(ex, Lease(lease, verdict.node, queued=verdict.status == "queued"))
         if verdict.status == "queued":
             verdict = await self.wait_in_queue(ex, routes, lease, prefer)
+        self._explain(ex, verdict)
         return self.rt.snapshot.nodes.get(verdict.node) or next(
             r.node for r in routes if r.node.name == verdict.node
         )
+
+    def _explain(self, ex: Exchange, verdict: Verdict) -> None:
+        """Why the node: for the X-Clawdbot-Route and X-Clawdbot-Affinity headers, the request
+        log, and what the answer will teach about the node's speed."""
+        ex.route = routing.reason(
+            verdict.node, verdict.expected_s, verdict.runner_up, verdict.runner_up_s
+        )
+        found = ex.routing.prefixes if ex.routing is not None else prefixes.NONE
+        ex.affinity = routing.affinity_label(
+            found, verdict.affine, verdict.node, self.rt.admission.routing.affinity
+        )
+        ex.cached_tokens = verdict.cached if verdict.affine == verdict.node else 0
+        ex.running = verdict.running
 
     async def _admit(self, *, lease: str, routes: tuple[Route, ...], **kwargs: Any) -> Verdict:
         try:
@@ -183,6 +198,7 @@ class Proxy:
                 check_rate=False,
                 queued_at=place.node,
                 prefer_gpu=prefer,
+                request=ex.routing,
             )
             signals.polled(place)
             if verdict.status == "ok":
@@ -199,11 +215,13 @@ class Proxy:
 
     async def call_once(self, ex: Exchange, node: NodeView, call: NodeCall) -> None:
         try:
+            ex.node_started = time.perf_counter()
             response = await self.rt.http.post(node.base_url, call.path, call.body)
             try:
                 raw = await response.read()
             finally:
                 response.close()
+            ex.node_done = time.perf_counter()
         except RETRYABLE_EXCEPTIONS as exc:
             raise node_faults.for_transport(node.name, exc) from None
         if response.status != 200:
@@ -256,6 +274,7 @@ class Proxy:
             await self.comment(ex, b": keep-alive\n\n")
 
         try:
+            ex.node_started = time.perf_counter()
             response = await self.rt.http.post(
                 node.base_url, call.path, call.body, settings.CLAWDBOT_KEEPALIVE_S, keep_alive
             )
@@ -314,7 +333,8 @@ class Proxy:
                             continue
                         await self.start_stream(ex)
                         ex.content_sent = True
-                        ex.ttft = time.perf_counter() - ex.started
+                        ex.node_first = time.perf_counter()
+                        ex.ttft = ex.node_first - ex.started
                     await self.write(out)
                     if relay.failed is not None:
                         break  # the error event was the last thing this stream says
@@ -330,6 +350,7 @@ class Proxy:
         finally:
             if pending is not None:
                 pending.cancel()
+        ex.node_done = time.perf_counter()
         tail = relay.finish()
         failure = relay.failed
         if failure is not None and not ex.content_sent:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from gateway import metrics, node_faults
+from gateway import metrics, node_faults, routing
 from gateway.accounting import token_correction
 from gateway.exchange import Exchange
 from gateway.request_log import MESSAGE_LIMIT, LogEntry
@@ -49,6 +49,8 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
         error_message=ex.error.message[:MESSAGE_LIMIT] if ex.error else "",
         prompt_truncated=ex.truncated,
         degraded=ex.degraded or ("downgraded" if ex.downgraded_from else ""),
+        affinity=ex.affinity,
+        route=ex.route,
     )
     failed = node_faults.cluster_failed(ex.outcome, ex.cluster_failed)
     if failed is not None:
@@ -60,6 +62,7 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
             outcome=ex.outcome,
             key_id=ex.key.id if ex.key else None,
             token_delta=token_delta,
+            learned=_learned(rt, ex),
             record=metrics.record_args(
                 # The profile that served it, never the client's string: see gateway.metrics.
                 model=ex.served_model,
@@ -70,8 +73,36 @@ async def close_exchange(rt: Runtime, ex: Exchange) -> None:
                 prompt_tokens=ex.prompt_tokens,
                 completion_tokens=ex.completion_tokens,
                 log_entry=entry.to_json(),
+                affinity=ex.affinity,
             ),
         )
     except Exception as exc:
         # Redis is down: the lease lapses by itself; the log line goes to the process log.
         log.warning("could not record %s: %s; %s", ex.request_id, exc, entry.to_json())
+
+
+def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
+    """What a whole answer from a node says about its speed for the model (gateway.routing);
+    None for anything else (a failure, an answer cut short, a stand-in answer)."""
+    request = ex.routing
+    if (
+        request is None
+        or ex.status != 200
+        or ex.degraded
+        or ex.node_started is None
+        or ex.node_done is None
+        or ex.completion_tokens is None
+        or ex.outcome != node_faults.ANSWERED
+    ):
+        return None
+    policy = rt.admission.routing
+    prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.prompt_estimate
+    timing = routing.Timing(
+        service_s=ex.node_done - ex.node_started,
+        first_token_s=ex.node_first - ex.node_started if ex.node_first is not None else None,
+        prompt_tokens=max(prompt - ex.cached_tokens, 0),
+        completion_tokens=ex.completion_tokens,
+        running=ex.running,
+    )
+    sample = routing.speed_sample(timing, policy.slowdown)
+    return routing.release_args(request.model, ex.node, sample, ex.completion_tokens, policy)

@@ -46,6 +46,8 @@ class LogEntry:
     error_message: str
     prompt_truncated: bool
     degraded: str  # what a degradation tier did: RequestLog.Degraded, or empty
+    affinity: str = ""  # how conversation affinity placed it: RequestLog.Affinity, or empty
+    route: str = ""  # why this node (the X-Clawdbot-Route header)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -84,6 +86,8 @@ def to_row_kwargs(raw: bytes) -> dict[str, Any] | None:
     row["stream"] = bool(row["stream"])
     row["prompt_truncated"] = bool(row["prompt_truncated"])
     row["degraded"] = _text(row["degraded"])[:12]
+    row["affinity"] = _text(row["affinity"])[:12]
+    row["route"] = _text(row["route"])[:200]
     row["attempts"] = row["attempts"] or 0
     try:
         row["created_at"] = datetime.fromtimestamp(float(entry["ts"]), tz=UTC)

@@ -25,6 +25,7 @@ from gateway.degradation import TICK_S, Change, Degradation
 from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
 from gateway.response_cache import ResponseCache
+from gateway.routing import Policy as RoutingPolicy
 from gateway.selectors import build_snapshot
 from gateway.services import tier_change_record
 from gateway.snapshot import Live, Snapshot, reweigh
@@ -38,6 +39,18 @@ REFRESH_INTERVAL_S = 0.25  # a config or state change reaches routing within thi
 FULL_REBUILD_S = 30.0  # catches what no version bump announces (a key passing its expiry)
 RENEW_INTERVAL_S = 10.0
 LIVE_EVERY = 4  # refresh ticks between telemetry/health reweighs (about once a second)
+
+
+def routing_policy() -> RoutingPolicy:
+    return RoutingPolicy(
+        slowdown=settings.CLAWDBOT_BATCH_SLOWDOWN,
+        speed_tau_ms=int(settings.CLAWDBOT_SPEED_TAU_S * 1000),
+        trust_ms=int(settings.CLAWDBOT_SPEED_TRUST_S * 1000),
+        min_samples=settings.CLAWDBOT_SPEED_MIN_SAMPLES,
+        affinity=settings.CLAWDBOT_AFFINITY,
+        affinity_ttl_ms=int(settings.CLAWDBOT_AFFINITY_TTL_S * 1000),
+        affinity_max=settings.CLAWDBOT_AFFINITY_MAX,
+    )
 
 
 @dataclass
@@ -105,7 +118,7 @@ async def get_runtime() -> Runtime:
                 max_cooldown_ms=int(settings.CLAWDBOT_EJECT_MAX_COOLDOWN_S * 1000),
             )
             resp = RespClient(settings.REDIS_URL)
-            admission = Admission(client, resp, policy)
+            admission = Admission(client, resp, policy, routing_policy())
             try:
                 await admission.load()
             except Exception as exc:  # Redis down: requests will say so; scripts load later

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from django.conf import settings
 
 from nodes.choices import NodeState
-from nodes.weights import Telemetry, node_weight
+from nodes.weights import Telemetry, node_weight, weight_parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,13 @@ class NodeView:
     enabled: bool
     draining: bool
     weight: float
+    # The parts of the weight routing by expected completion time uses (gateway.routing):
+    # the GPU-type score (the speed prior), health × thermal (applied to learned speeds too)
+    # and the utilisation factor (applied to the prior only: a learned speed already shows
+    # what another tenant on the GPU costs).
+    prior: float = 0.0
+    live: float = 1.0
+    busy: float = 1.0
 
     @property
     def routable(self) -> bool:
@@ -110,19 +117,26 @@ class Live:
 def reweigh(base: Snapshot, live: Live) -> Snapshot:
     """The snapshot with each node's weight recomputed from live telemetry and health, and
     routes to nodes whose measured memory cannot hold the profile dropped."""
-    nodes = {
-        name: replace(
-            node,
-            weight=node_weight(
-                node.gpu_type,
-                gpu_count=node.gpu_count,
-                table=settings.CLAWDBOT_GPU_SCORES,
-                telemetry=live.telemetry.get(name),
-                pass_ratio=live.pass_ratio.get(name, 1.0),
-            ),
+    nodes = {}
+    table = settings.CLAWDBOT_GPU_SCORES
+    for name, node in base.nodes.items():
+        telemetry = live.telemetry.get(name)
+        ratio = live.pass_ratio.get(name, 1.0)
+        prior, live_factor, busy = weight_parts(
+            node.gpu_type,
+            gpu_count=node.gpu_count,
+            table=table,
+            telemetry=telemetry,
+            pass_ratio=ratio,
         )
-        for name, node in base.nodes.items()
-    }
+        weight = node_weight(
+            node.gpu_type,
+            gpu_count=node.gpu_count,
+            table=table,
+            telemetry=telemetry,
+            pass_ratio=ratio,
+        )
+        nodes[name] = replace(node, weight=weight, prior=prior, live=live_factor, busy=busy)
     routes = {}
     for model_id, model_routes in base.routes.items():
         profile = base.profiles[model_id]

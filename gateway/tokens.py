@@ -96,17 +96,27 @@ def _tool_call_tokens(tool_calls: object) -> int:
     return total
 
 
+def estimate_message_tokens(message: Mapping[str, Any]) -> int:
+    """One chat message's share of the prompt."""
+    return (
+        MESSAGE_OVERHEAD_TOKENS
+        + _content_tokens(message.get("content"))
+        + _tool_call_tokens(message.get("tool_calls"))
+    )
+
+
+def estimate_tools_tokens(tools: Sequence[Any] | None) -> int:
+    # orjson returns UTF-8 bytes, so len() is already the byte count.
+    return -(-len(orjson.dumps(tools)) // CHARS_PER_TOKEN) if tools else 0
+
+
 def estimate_chat_prompt_tokens(
     messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None
 ) -> int:
     """Prompt tokens of OpenAI-shaped chat messages plus tool definitions."""
-    total = REPLY_PRIMER_TOKENS
+    total = REPLY_PRIMER_TOKENS + estimate_tools_tokens(tools)
     for message in messages:
-        total += MESSAGE_OVERHEAD_TOKENS + _content_tokens(message.get("content"))
-        total += _tool_call_tokens(message.get("tool_calls"))
-    if tools:
-        # orjson returns UTF-8 bytes, so len() is already the byte count.
-        total += -(-len(orjson.dumps(tools)) // CHARS_PER_TOKEN)
+        total += estimate_message_tokens(message)
     return total
 
 

@@ -11,6 +11,7 @@ from django.utils.safestring import SafeString
 
 from nodes import tasks
 from nodes.choices import NodeState
+from nodes.learned_speeds import learned_speeds
 from nodes.live import NodeLive, live_view
 from nodes.load_jobs import schedule_prefetch_warmup
 from nodes.models import Deployment, GpuSample, HealEvent, ModelProfile, Node, ProbeRecord
@@ -88,6 +89,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     readonly_fields = (
         "weight",
         "gpu_now",
+        "learned_speed",
         "state",
         "consecutive_failures",
         "consecutive_successes",
@@ -99,7 +101,19 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("name", "base_url", "api_kind", "enabled", "draining")}),
-        ("Hardware", {"fields": ("gpu_type", "gpu_count", "vram_gb_per_gpu", "gpu_now", "weight")}),
+        (
+            "Hardware",
+            {
+                "fields": (
+                    "gpu_type",
+                    "gpu_count",
+                    "vram_gb_per_gpu",
+                    "gpu_now",
+                    "weight",
+                    "learned_speed",
+                )
+            },
+        ),
         ("Admission", {"fields": ("max_concurrent", "queue_size")}),
         ("Self-heal and labels", {"fields": ("restart_command", "labels")}),
         (
@@ -139,6 +153,14 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
     def weight(self, node: Node) -> str:
         live = self._node_live(node)
         return f"{live.weight:g}" if live else "-"
+
+    @admin.display(description="learned speed")
+    def learned_speed(self, node: Node) -> str:
+        """What routing learned from the node's answers (README, "How requests are routed")."""
+        speeds = learned_speeds(node.name)
+        if not speeds:
+            return "nothing yet: learned from the answers it gives"
+        return "; ".join(speed.describe() for speed in speeds)
 
     @admin.display(description="GPUs now")
     def gpu_now(self, node: Node) -> str:

@@ -49,6 +49,27 @@ def health_factor(pass_ratio: float) -> float:
     return 0.8 * min(max(pass_ratio, 0.0), 1.0) + 0.2
 
 
+def weight_parts(
+    gpu_type: str,
+    *,
+    gpu_count: int = 1,
+    telemetry: Telemetry | None = None,
+    pass_ratio: float = 1.0,
+    table: Mapping[str, float] = BASE_SCORES,
+) -> tuple[float, float, float]:
+    """The weight's factors, for routing by expected completion time: the GPU-type score,
+    health × thermal (with the hot cap), and the utilisation factor."""
+    base = base_score(gpu_type, gpu_count, table)
+    live = health_factor(pass_ratio)
+    busy = 1.0
+    if telemetry is not None:
+        live *= thermal_factor(telemetry.temperature_c)
+        if telemetry.temperature_c >= HOT_CELSIUS:
+            live = min(live, HOT_CAP)
+        busy = load_factor(telemetry.utilisation)
+    return base, live, busy
+
+
 def node_weight(
     gpu_type: str,
     *,

@@ -10,17 +10,24 @@ from django.conf import settings
 
 from clawdbot_site.redis_client import async_client
 from gateway.admission import Admission, EjectionPolicy, Verdict
+from gateway.routing import Request as RoutingRequest
 from gateway.snapshot import NodeView, Route
 from wire.resp import RespClient
 
 
 def route(
-    name: str, max_concurrent: int = 4, queue_size: int = 0, gpu: str = "A100", weight: float = 1.0
+    name: str,
+    max_concurrent: int = 4,
+    queue_size: int = 0,
+    gpu: str = "A100",
+    weight: float = 1.0,
+    prior: float = 0.0,
 ) -> Route:
+    """`weight` is also the speed prior unless `prior` is given (see routing.admit_args)."""
     node = NodeView(
         id=1, name=name, base_url="http://127.0.0.1:9", api_kind="ollama", gpu_type=gpu,
         gpu_count=1, total_vram_gb=80.0, max_concurrent=max_concurrent, queue_size=queue_size,
-        state="READY", enabled=True, draining=False, weight=1.0,
+        state="READY", enabled=True, draining=False, weight=1.0, prior=prior,
     )  # fmt: skip
     return Route(node=node, weight=weight)
 
@@ -39,10 +46,15 @@ async def admission_on(
 
 
 async def admit(
-    admission: Admission, lease: str, *routes: Route, queued_at: str = "", prefer_gpu: str = ""
+    admission: Admission,
+    lease: str,
+    *routes: Route,
+    queued_at: str = "",
+    prefer_gpu: str = "",
+    request: RoutingRequest | None = None,
 ) -> Verdict:
     """One admission call without rate limits."""
     return await admission.admit(
         lease=lease, routes=list(routes), key_id=None, rpm=None, tpm=None, estimated_tokens=0,
-        check_rate=False, queued_at=queued_at, prefer_gpu=prefer_gpu,
+        check_rate=False, queued_at=queued_at, prefer_gpu=prefer_gpu, request=request,
     )  # fmt: skip

@@ -1,0 +1,173 @@
+"""Routing by expected completion time: what the admission script (gateway/admission.py,
+ADMIT) is told about a request and its candidate nodes, what a finished request teaches it
+about a node's speed (RELEASE), and how a decision is explained. Pure.
+
+The choice, made in one Lua call shared by every gateway process:
+
+    seconds on node = (prompt − tokens cached there) / prefill speed
+                      + output / decode speed × (1 + slowdown × sequences already running)
+
+taken among nodes with a free slot (or, when none has one, the shortest queue measured the
+same way), where the speeds are one sequence's tokens per second on that node for that model:
+learned from its answers, blended with its GPU-type score while the samples are few or old.
+The tokens cached are those of the conversation's prefix on the node that served it
+(gateway.prefixes). Temperature and health scale every speed as the weights always did;
+the same-GPU-type preference after a failure still ranks first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.prefixes import NONE, Prefixes
+from gateway.snapshot import Route
+
+# The prior's absolute speed: one sequence's decode tokens per second for each point of GPU
+# score (an A10, 100, decodes a 32B model at about 30 tokens/s), and prefill's speed as a
+# multiple of decode's. Only the ratios between nodes matter until one node is learned; then
+# the learned nodes set the scale for the rest.
+PRIOR_DECODE_PER_SCORE = 0.3
+PRIOR_PREFILL_RATIO = 60.0
+MAX_SAMPLES = 1000.0  # the running average's sample count saturates here
+# Samples from answers this short say more about overheads than speed.
+MIN_DECODE_TOKENS = 4
+MIN_PREFILL_TOKENS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What routing needs to know of one request."""
+
+    model: str  # the profile that serves it
+    prompt_tokens: int
+    output_tokens: int | None  # max_tokens as clamped; None: the model's usual answer length
+    prefixes: Prefixes = NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    slowdown: float
+    speed_tau_ms: int
+    trust_ms: int
+    min_samples: float
+    affinity: bool
+    affinity_ttl_ms: int
+    affinity_max: int
+
+
+def admit_args(request: Request | None, policy: Policy, routes: list[Route]) -> list[Any]:
+    """ADMIT's arguments from its 13th on: the request, its prefixes, then 7 per node."""
+    prefixes = request.prefixes if request is not None and policy.affinity else NONE
+    args: list[Any] = [
+        request.model if request else "",
+        request.prompt_tokens if request else 0,
+        -1 if request is None or request.output_tokens is None else request.output_tokens,
+        policy.slowdown,
+        PRIOR_DECODE_PER_SCORE,
+        PRIOR_PREFILL_RATIO,
+        policy.min_samples,
+        policy.trust_ms,
+        policy.affinity_ttl_ms,
+        policy.affinity_max,
+        len(prefixes.record),
+        len(prefixes.lookups),
+        *prefixes.record,
+    ]
+    for identity, cached in prefixes.lookups:
+        args += [identity, cached]
+    for route in routes:
+        node = route.node
+        prior = route.override or node.prior or route.weight
+        args += [
+            node.name,
+            node.max_concurrent,
+            node.queue_size,
+            prior,
+            node.live,
+            node.busy,
+            node.gpu_type,
+        ]
+    return args
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One answer as the gateway timed it on the node (seconds, from sending the request)."""
+
+    service_s: float  # until the answer's last byte
+    first_token_s: float | None  # until its first token (streams only)
+    prompt_tokens: int  # what the node had to prefill (the prompt, less what it had cached)
+    completion_tokens: int
+    running: int  # sequences on the node with this one when it was admitted
+
+
+def speed_sample(timing: Timing, slowdown: float) -> tuple[float, float] | None:
+    """One sequence's decode and prefill tokens per second shown by one answer (0: this
+    answer says nothing of it), or None when it says nothing at all.
+
+    Decode speed is normalised to a sequence running alone, by the slowdown of the sequences
+    it shared the GPU with. A stream shows both: the first token came after the prefill and
+    one decoded token, the rest at the decode speed. An answer without streaming shows only
+    its total time, taken as the prefill (at the prior's ratio to decode) plus the decode."""
+    tokens = timing.completion_tokens
+    norm = 1 + slowdown * max(timing.running - 1, 0)
+    first = timing.first_token_s
+    if first is None:
+        if tokens < MIN_DECODE_TOKENS or timing.service_s <= 0:
+            return None
+        work = tokens + timing.prompt_tokens / PRIOR_PREFILL_RATIO
+        return work / timing.service_s * norm, 0.0
+    decode = prefill = 0.0
+    decode_s = timing.service_s - first
+    one = 0.0
+    if tokens >= MIN_DECODE_TOKENS and decode_s > 0:
+        one = decode_s / (tokens - 1)
+        decode = (tokens - 1) / decode_s * norm
+    prefill_s = first - one
+    if timing.prompt_tokens >= MIN_PREFILL_TOKENS and prefill_s > 0:
+        prefill = timing.prompt_tokens / prefill_s
+    if decode <= 0 and prefill <= 0:
+        return None
+    return decode, prefill
+
+
+def release_args(
+    model: str,
+    node: str,
+    sample: tuple[float, float] | None,
+    completion_tokens: int | None,
+    policy: Policy,
+) -> list[Any]:
+    """RELEASE's arguments 11 to 18 (empty: nothing learned)."""
+    if sample is None and completion_tokens is None:
+        return ["", "", 0, 0, 0, 0, 0, ""]
+    decode, prefill = sample or (0.0, 0.0)
+    return [
+        model,
+        node,
+        round(decode, 4),
+        round(prefill, 4),
+        policy.speed_tau_ms,
+        MAX_SAMPLES,
+        PRIOR_PREFILL_RATIO,
+        completion_tokens if completion_tokens is not None else "",
+    ]
+
+
+def affinity_label(prefixes: Prefixes, affine: str, chosen: str, enabled: bool) -> str:
+    """hit: the node holding the prefix took it; rebalanced: it was too busy (or out of the
+    running) and another did; miss: no node holds any prefix of it yet."""
+    if not enabled or not prefixes.lookups:
+        return ""
+    if not affine:
+        return "miss"
+    return "hit" if affine == chosen else "rebalanced"
+
+
+def reason(chosen: str, seconds: float, runner_up: str, runner_seconds: float) -> str:
+    """The X-Clawdbot-Route header: the chosen node's expected seconds and the runner-up's."""
+    text = f"{chosen} expected {seconds:.3f}s"
+    if runner_up:
+        text += f"; next {runner_up} {runner_seconds:.3f}s"
+    return text

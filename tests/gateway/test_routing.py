@@ -1,0 +1,72 @@
+"""What routing learns from one answer and how it explains a decision (gateway.routing)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from gateway import prefixes, routing
+from gateway.admission import DEFAULT_ROUTING
+from tests.gateway.admitting import route
+
+
+def test_a_stream_shows_prefill_and_decode_speed() -> None:
+    # 2,000 prompt tokens prefilled in 0.5 s, then 1 token, then 99 more in 3.3 s.
+    timing = routing.Timing(
+        service_s=0.5 + 0.033 + 3.3, first_token_s=0.533, prompt_tokens=2000,
+        completion_tokens=100, running=1,
+    )  # fmt: skip
+    decode, prefill = routing.speed_sample(timing, slowdown=0.15) or (0, 0)
+    assert decode == pytest.approx(30.0, rel=0.01)
+    assert prefill == pytest.approx(4000.0, rel=0.01)
+
+
+def test_decode_speed_is_normalised_to_a_sequence_running_alone() -> None:
+    alone = routing.Timing(2.0, None, 0, 60, running=1)
+    shared = routing.Timing(2.0 * 1.6, None, 0, 60, running=5)  # 4 others at 0.15 each
+    assert routing.speed_sample(alone, 0.15) == pytest.approx(
+        routing.speed_sample(shared, 0.15) or (0, 0)
+    )
+
+
+def test_an_answer_too_short_to_say_anything_teaches_nothing() -> None:
+    assert routing.speed_sample(routing.Timing(0.1, None, 10, 2, running=1), 0.15) is None
+    # A short prompt's first token says nothing of prefill; the decode still counts.
+    decode, prefill = routing.speed_sample(routing.Timing(1.0, 0.1, 10, 10, 1), 0.15) or (0, 9)
+    assert prefill == 0 and decode == pytest.approx(10.0)
+
+
+def test_nothing_learned_is_sent_as_empty_arguments() -> None:
+    args = routing.release_args("m", "n", None, None, DEFAULT_ROUTING)
+    assert len(args) == 8 and args[0] == ""
+    # A short answer still counts towards the model's usual answer length.
+    assert routing.release_args("m", "n", None, 3, DEFAULT_ROUTING)[-1] == 3
+
+
+def test_admit_arguments_carry_the_request_its_prefixes_and_seven_fields_a_node() -> None:
+    found = prefixes.Prefixes(("rec",), (("a", 100), ("b", 50)))
+    request = routing.Request("m", 1000, None, found)
+    args = routing.admit_args(request, DEFAULT_ROUTING, [route("x"), route("y")])
+    assert args[:3] == ["m", 1000, -1]
+    assert args[10:13] == [1, 2, "rec"]
+    assert args[13:17] == ["a", 100, "b", 50]
+    assert len(args) == 17 + 2 * 7
+    off = dataclasses.replace(DEFAULT_ROUTING, affinity=False)
+    assert routing.admit_args(request, off, [])[10:12] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("affine", "chosen", "label"),
+    [("", "a", "miss"), ("a", "a", "hit"), ("b", "a", "rebalanced")],
+)
+def test_affinity_labels(affine: str, chosen: str, label: str) -> None:
+    found = prefixes.Prefixes(("r",), (("l", 10),))
+    assert routing.affinity_label(found, affine, chosen, True) == label
+    assert routing.affinity_label(found, affine, chosen, False) == ""
+    assert routing.affinity_label(prefixes.NONE, affine, chosen, True) == ""
+
+
+def test_the_reason_names_the_node_and_the_runner_up() -> None:
+    assert routing.reason("h100", 1.23456, "a10", 3.5) == "h100 expected 1.235s; next a10 3.500s"
+    assert routing.reason("only", 0.5, "", -1) == "only expected 0.500s"

@@ -1,0 +1,167 @@
+"""The admission script's choice by expected completion time, against the real Redis: the
+GPU-type prior, speeds learned from answers (and unlearned when a node slows down), the work
+already running, conversation affinity and its limits, and the server's own load signals."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from clawdbot_site import redis_keys
+from gateway import prefixes, routing
+from gateway.admission import Admission
+from gateway.leases import Lease
+from tests.gateway.admitting import admission_on, admit, route
+
+pytestmark = pytest.mark.slow  # real Redis
+
+MODEL = "qwen3:32b"
+SHORT = routing.Request(MODEL, 50, 200)
+
+
+def conversation(record: str = "", lookups: tuple[tuple[str, int], ...] = ()) -> routing.Request:
+    found = prefixes.Prefixes((record,) if record else (), lookups)
+    return routing.Request(MODEL, 4000, 100, found)
+
+
+async def teach(admission: Admission, node: str, decode: float, times: int = 20) -> None:
+    """Answers from `node` showing one sequence decoding at `decode` tokens/s."""
+    for _ in range(times):
+        learned = routing.release_args(MODEL, node, (decode, decode * 60), 100, admission.routing)
+        await admission.release(None, outcome="ok", learned=learned)
+
+
+async def test_without_samples_the_gpu_type_prior_decides(redis_client: redis.Redis) -> None:
+    a10, h100 = route("a10", prior=100), route("h100", prior=380)
+    async with admission_on() as admission:
+        verdict = await admit(admission, "1", a10, h100, request=SHORT)
+    assert verdict.node == "h100"
+    assert verdict.runner_up == "a10" and verdict.runner_up_s > verdict.expected_s > 0
+
+
+async def test_learned_speed_overrides_a_wrong_prior(redis_client: redis.Redis) -> None:
+    # An "H100" serving a model it runs slowly (an unfavourable quantisation, say).
+    a100, h100 = route("a100", prior=220), route("h100", prior=380)
+    async with admission_on() as admission:
+        await teach(admission, "a100", decode=60)
+        await teach(admission, "h100", decode=25)
+        verdict = await admit(admission, "1", a100, h100, request=SHORT)
+    assert verdict.node == "a100"
+    assert verdict.expected_s == pytest.approx(50 / 3600 + 200 / 60, rel=0.05)
+
+
+async def test_a_node_that_slows_down_is_noticed(redis_client: redis.Redis) -> None:
+    fast, other = route("fast", prior=380), route("other", prior=220)
+    async with admission_on() as admission:
+        await teach(admission, "fast", decode=100)
+        await teach(admission, "other", decode=60)
+        assert (await admit(admission, "1", fast, other, request=SHORT)).node == "fast"
+        await admission.release(Lease("1", "fast"), outcome="ok")
+        # Throttled to a third of its speed: the average follows within its samples.
+        await teach(admission, "fast", decode=33, times=40)
+        assert (await admit(admission, "2", fast, other, request=SHORT)).node == "other"
+
+
+async def test_an_unlearned_node_is_priced_in_the_learned_nodes_units(
+    redis_client: redis.Redis,
+) -> None:
+    learned, new = route("learned", prior=100), route("new", prior=380)
+    async with admission_on() as admission:
+        await teach(admission, "learned", decode=30)
+        verdict = await admit(admission, "1", learned, new, request=SHORT)
+    # The new node's prior says 3.8 times the learned one's speed: 114 tokens/s.
+    assert verdict.node == "new"
+    assert verdict.expected_s == pytest.approx(50 / (114 * 60) + 200 / 114, rel=0.05)
+
+
+async def test_work_running_on_a_node_counts(redis_client: redis.Redis) -> None:
+    busy, idle = route("busy", max_concurrent=8, prior=120), route("idle", prior=100)
+    async with admission_on() as admission:
+        for i in range(7):  # seven sequences already share busy's GPU
+            assert (await admit(admission, f"b{i}", busy, request=SHORT)).node == "busy"
+        verdict = await admit(admission, "new", busy, idle, request=SHORT)
+    assert verdict.node == "idle"
+
+
+async def test_a_conversation_goes_back_to_the_node_holding_its_prefix(
+    redis_client: redis.Redis,
+) -> None:
+    a, b = route("a", prior=220), route("b", prior=240)
+    async with admission_on() as admission:
+        first = await admit(admission, "1", a, b, request=conversation("turn1"))
+        assert first.node == "b" and first.affine == ""
+        await admission.release(Lease("1", "b"), outcome="ok")
+        # Turn two: its prefix is turn one's prompt, 4,000 tokens b need not prefill again.
+        request = conversation("turn2", (("turn2-longer", 4100), ("turn1", 3900)))
+        again = await admit(admission, "2", a, b, request=request)
+        assert (again.node, again.affine, again.cached) == ("b", "b", 3900)
+        # Even when the other node is faster, while the cache saves more than it loses.
+        await teach(admission, "a", decode=40)
+        await teach(admission, "b", decode=30)
+        third = await admit(admission, "3", a, b, request=conversation("t3", (("turn2", 4000),)))
+    assert third.node == "b" and third.expected_s < third.runner_up_s
+
+
+async def test_affinity_never_sends_work_to_a_full_or_ejected_node(
+    redis_client: redis.Redis,
+) -> None:
+    a, b = route("a", max_concurrent=1, prior=100), route("b", max_concurrent=1, prior=100)
+    async with admission_on() as admission:
+        assert (await admit(admission, "1", a, request=conversation("c1"))).node == "a"
+        # a is busy (its one slot taken): the conversation's next turn goes to b.
+        nxt = await admit(admission, "2", a, b, request=conversation("c2", (("c1", 3900),)))
+        assert (nxt.node, nxt.affine) == ("b", "a")
+        await admission.release(Lease("2", "b"), outcome="ok")
+        await admission.release(Lease("1", "a"), outcome="ok")
+        redis_client.hset(redis_keys.ejection("a"), "until", 2**50)
+        later = await admit(admission, "3", a, b, request=conversation("c3", (("c1", 3900),)))
+    assert later.node == "b"
+
+
+async def test_remembered_prefixes_are_bounded(redis_client: redis.Redis) -> None:
+    import dataclasses
+
+    node = route("a")
+    async with admission_on() as admission:
+        admission.routing = dataclasses.replace(admission.routing, affinity_max=100)
+        for i in range(150):
+            verdict = await admit(admission, f"l{i}", node, request=conversation(f"p{i}"))
+            await admission.release(Lease(f"l{i}", verdict.node), outcome="ok")
+    index = redis_keys.PREFIX + redis_keys.AFFINITY_INDEX_PART
+    assert redis_client.zcard(index) <= 100
+    assert redis_client.get(redis_keys.PREFIX + redis_keys.AFFINITY_PART + "p0") is None
+    assert redis_client.get(redis_keys.PREFIX + redis_keys.AFFINITY_PART + "p149") == b"a"
+    assert 0 < redis_client.pttl(redis_keys.PREFIX + redis_keys.AFFINITY_PART + "p149")
+
+
+async def test_the_servers_own_queue_and_full_kv_cache_count(redis_client: redis.Redis) -> None:
+    vllm, other = route("vllm", prior=380), route("other", prior=200)
+    key = redis_keys.PREFIX + redis_keys.SERVER_LOAD_PART
+    async with admission_on() as admission:
+        assert (await admit(admission, "1", vllm, other, request=SHORT)).node == "vllm"
+        await admission.release(Lease("1", "vllm"), outcome="ok")
+        # Its KV cache is full: no new sequence starts there soon.
+        redis_client.hset(key + "vllm", mapping={"running": 1, "waiting": 0, "kv": 0.99})
+        assert (await admit(admission, "2", vllm, other, request=SHORT)).node == "other"
+        await admission.release(Lease("2", "other"), outcome="ok")
+        # Clients beside the gateway keep it running three sequences and queue two more.
+        redis_client.hset(key + "vllm", mapping={"running": 3, "waiting": 2, "kv": 0.5})
+        assert (await admit(admission, "3", vllm, other, request=SHORT)).node == "other"
+        await admission.release(Lease("3", "other"), outcome="ok")
+        # The signal lapses with the scrape that wrote it: back to the gateway's own count.
+        redis_client.delete(key + "vllm")
+        assert (await admit(admission, "4", vllm, other, request=SHORT)).node == "vllm"
+
+
+async def test_the_usual_answer_length_stands_in_for_a_missing_max_tokens(
+    redis_client: redis.Redis,
+) -> None:
+    node = route("n", prior=100)
+    async with admission_on() as admission:
+        await teach(admission, "n", decode=30)
+        for _ in range(200):
+            learned = routing.release_args(MODEL, "n", None, 1000, admission.routing)
+            await admission.release(None, outcome="ok", learned=learned)
+        verdict = await admit(admission, "1", node, request=routing.Request(MODEL, 10, None))
+    # Answers of 100, then many of 1,000 tokens: the average has moved most of the way.
+    assert 900 / 30 < verdict.expected_s < 1010 / 30

@@ -256,7 +256,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # The console's chart library, installed from the npm registry by `make` (`npm ci` against the
 # committed package-lock.json) and served as our own static files, so the console works
 # offline and no third-party code is committed.
-NPM_MODULES_DIR = BASE_DIR / "node_modules"
+NPM_MODULES_DIR = Path(env_str("CLAWDBOT_NODE_MODULES", str(BASE_DIR / "node_modules")))
 STATICFILES_DIRS = [("vendor/uplot", NPM_MODULES_DIR / "uplot" / "dist")]
 LOGIN_URL = "dashboard:login"
 LOGIN_REDIRECT_URL = "dashboard:overview"

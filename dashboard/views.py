@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from kombu.exceptions import OperationalError
 
 from dashboard import selectors
 from dashboard.access import staff_page, user_page
@@ -109,7 +110,7 @@ def readiness_run(request: HttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             queue_run("console")
-    except Exception as exc:  # the broker unreachable: queue_run marked the run failed
+    except OperationalError as exc:  # the broker is unreachable: queue_run marked the run failed
         messages.error(request, f"The checklist could not be started: {exc}")
     else:
         messages.success(request, "Readiness checklist started; this page follows it.")

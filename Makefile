@@ -7,17 +7,24 @@ TEST_REDIS_SOCKET := var/redis-test.sock
 
 .PHONY: run test test-fast scale-test lint typecheck bench clean
 
-$(STAMP): pyproject.toml package.json package-lock.json
+# The console's chart library, from the npm registry against the committed lock (npm ci
+# writes node_modules/.package-lock.json; a deleted node_modules is installed again).
+NPM_STAMP := node_modules/.package-lock.json
+
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Clawdbot needs Python 3.11 or newer (found: $$($(PYTHON) --version 2>&1)); set PYTHON=python3.12 for example"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@command -v npm >/dev/null || { echo "The console's chart library comes from npm: install Node.js 18 or newer (e.g. apt-get install npm)"; exit 1; }
-	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 
-run: $(STAMP)
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "The console's chart library comes from npm: install Node.js 18 or newer (e.g. apt-get install npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NPM_STAMP)
+
+run: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m clawdbot_site.devrun
 
 lint: $(STAMP)
@@ -27,7 +34,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-test: lint typecheck $(STAMP)
+test: lint typecheck $(STAMP) $(NPM_STAMP)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 ifdef REDIS_URL
 	$(BIN)/pytest

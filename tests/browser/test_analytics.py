@@ -11,7 +11,10 @@ from playwright.sync_api import Page, expect
 from gateway.models import RequestLog
 from tests.browser.harness import MODEL, NODE, Console, log_in, screenshot
 
-pytestmark = pytest.mark.slow  # a browser, a gateway, Celery, an agent and a simulator
+# A browser, a gateway, Celery, an agent and a simulator. The first test of the package also
+# starts the package's worker, beat and agent (and maybe creates the test database) within
+# its own time limit.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def wait_for_logged_requests(count: int, timeout_s: float = 15.0) -> None:

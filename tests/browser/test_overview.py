@@ -10,7 +10,10 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.harness import NODE, PASSWORD, Console, log_in, screenshot
 
-pytestmark = pytest.mark.slow  # a browser, a gateway, Celery, an agent and a simulator
+# A browser, a gateway, Celery, an agent and a simulator. The first test of the package also
+# starts the package's worker, beat and agent (and maybe creates the test database) within
+# its own time limit.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_log_in_and_see_the_simulated_node_with_its_gpu_moving(

@@ -73,6 +73,7 @@ class TelemetryEvent(TypedDict):
 class LoadEvent(TypedDict):
     type: Literal["cluster.load"]
     nodes: dict[str, list[int]]  # node → [in flight, queued]
+    tier: int  # the degradation tier the gateways last agreed on (gateway.degradation)
     at: str
 
 
@@ -136,7 +137,7 @@ def telemetry(node_name: str, reading: Mapping[str, Any]) -> TelemetryEvent:
 
 def announce_load(node_names: list[str]) -> None:
     """Each node's requests in flight and queued, as admission counts them (leases not yet
-    expired), in one event: the probe cycle sends it every 5 s."""
+    expired), and the degradation tier, in one event: the probe cycle sends it every 5 s."""
     if not node_names:
         return
     now_ms = int(time.time() * 1000)
@@ -145,14 +146,22 @@ def announce_load(node_names: list[str]) -> None:
         for name in node_names:
             pipe.zcount(redis_keys.slots(name), now_ms, "+inf")
             pipe.zcount(redis_keys.queue(name), now_ms, "+inf")
-        counts = pipe.execute()
+        pipe.hget(redis_keys.TIER, "tier")
+        *counts, tier = pipe.execute()
     except RedisError as exc:
         log.warning("console load event not sent: %s", exc)
         return
     nodes = {
         name: [int(counts[2 * i]), int(counts[2 * i + 1])] for i, name in enumerate(node_names)
     }
-    send({"type": "cluster.load", "nodes": nodes, "at": timezone.now().isoformat()})
+    send(
+        {
+            "type": "cluster.load",
+            "nodes": nodes,
+            "tier": int(tier or 0),
+            "at": timezone.now().isoformat(),
+        }
+    )
 
 
 def send_after_commit(event: Event) -> None:

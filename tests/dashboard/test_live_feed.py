@@ -150,6 +150,7 @@ async def test_a_probe_cycle_sends_its_results_and_the_nodes_load(
     later_ms = int(time.time() * 1000) + 60_000
     redis_client.zadd(redis_keys.slots("gpu1"), {"lease-1": later_ms, "lapsed": 1})
     redis_client.zadd(redis_keys.queue("gpu1"), {"place-1": later_ms, "place-2": later_ms})
+    redis_client.hset(redis_keys.TIER, mapping={"tier": 2, "since": later_ms})
     communicator = await staff_feed()
     await database_sync_to_async(probe_and_record)([node], then=lambda outcome: None)
     event = await communicator.receive_json_from(timeout=5)
@@ -157,7 +158,7 @@ async def test_a_probe_cycle_sends_its_results_and_the_nodes_load(
     assert event["error"]
     while event["type"] != "cluster.load":
         event = await communicator.receive_json_from(timeout=5)
-    assert event["nodes"] == {"gpu1": [1, 2]}
+    assert (event["nodes"], event["tier"]) == ({"gpu1": [1, 2]}, 2)
     await communicator.disconnect()
 
 

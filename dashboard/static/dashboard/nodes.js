@@ -115,7 +115,12 @@
     });
     fields(e.node, "error").forEach(function (el) { el.textContent = e.error; });
   });
+  const TIERS = ["normal", "cache", "downgrade", "static"];
   window.ClawLive.on("cluster.load", function (e) {
+    document.querySelectorAll('[data-field="tier"]').forEach(function (el) {
+      el.className = "badge badge-tier-" + e.tier;
+      el.textContent = "tier " + e.tier + " · " + (TIERS[e.tier] || "?");
+    });
     Object.keys(e.nodes).forEach(function (node) {
       ["in_flight", "queued"].forEach(function (name, i) {
         fields(node, name).forEach(function (el) { el.textContent = e.nodes[node][i] + " / " + el.dataset.max; });

@@ -16,7 +16,8 @@ with the same users, texts and pauses:
 Printed for each: time to first token of follow-up turns (p50, p99) and of first turns
 (p50), end-to-end p99 over all turns, errors, turns completed per second, and the prefix
 caches' hit ratio (prompt tokens served from cache over prompt tokens, from the simulators'
-counters); for the gateways also what their X-Clawdbot-Affinity header said.
+counters) and the share of follow-up turns that found less than half their prompt cached
+(from each answer's usage); for the gateways also what their X-Clawdbot-Affinity header said.
 
 `python -m bench.multiturn [--quick] [--seed N]`; `make bench` runs it after bench.routing."""
 
@@ -29,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -59,6 +61,14 @@ class TurnOutcome:
     ttft: float | None = None
     latency: float | None = None
     error: str | None = None
+    # From the answer's usage: the prompt's tokens and those the node's cache served.
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def missed(self) -> bool:
+        """The node held less than half the prompt: the turn paid most of its history again."""
+        return self.cached_tokens < self.prompt_tokens / 2
 
 
 @dataclass
@@ -106,6 +116,7 @@ class Config:
         started = time.monotonic()
         ttft: float | None = None
         parts: list[str] = []
+        usage: dict[str, Any] = {}
         done = False
         try:
             async with self.session.post(url, json=body, headers=headers) as response:
@@ -129,6 +140,7 @@ class Config:
                         chunk = orjson.loads(payload)
                         if "error" in chunk:
                             return TurnOutcome(0, error="stream_error"), ""
+                        usage = chunk.get("usage") or usage
                         for choice in chunk.get("choices") or ():
                             text = (choice.get("delta") or {}).get("content")
                             if text:
@@ -141,7 +153,15 @@ class Config:
             return TurnOutcome(0, error=type(exc).__name__), ""
         if not done or ttft is None:
             return TurnOutcome(0, error="stream_error"), ""
-        return TurnOutcome(0, ttft, time.monotonic() - started), "".join(parts)
+        details = usage.get("prompt_tokens_details") or {}
+        outcome = TurnOutcome(
+            0,
+            ttft,
+            time.monotonic() - started,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            cached_tokens=details.get("cached_tokens", 0),
+        )
+        return outcome, "".join(parts)
 
 
 async def user(config: Config, number: int, start: float, deadline: float, seed: int) -> None:
@@ -200,11 +220,13 @@ def report(
     print(
         f"{'config':<22} {'turns':>5} {'errors':>6} {'fu ttft p50':>11} {'p99':>6}"
         f" {'1st ttft p50':>12} {'e2e p99':>8} {'turns/s':>7} {'hit tok':>7} {'hit req':>7}"
+        f" {'fu miss':>7}"
     )
     rows: dict[str, tuple[float, float, float]] = {}
     for config in configs:
         ok = [o for o in config.outcomes if o.error is None]
         follow = [o.ttft for o in ok if o.turn > 0 and o.ttft is not None]
+        follow_missed = sum(1 for o in ok if o.turn > 0 and o.missed)
         first = [o.ttft for o in ok if o.turn == 0 and o.ttft is not None]
         latencies = [o.latency for o in ok if o.latency is not None]
         errors = Counter(o.error for o in config.outcomes if o.error)
@@ -215,6 +237,7 @@ def report(
             f"{config.name:<22} {len(ok):>5} {sum(errors.values()):>6} {fu50:>11.3f}"
             f" {fu99:>6.2f} {percentile(first, 50):>12.2f} {percentile(latencies, 99):>8.2f}"
             f" {len(ok) / duration_s:>7.2f} {token_ratio:>7.3f} {request_ratio:>7.3f}"
+            f" {follow_missed / max(len(follow), 1):>7.3f}"
         )
         if errors:
             print(f"  errors: {', '.join(f'{k}: {v}' for k, v in sorted(errors.items()))}")
@@ -238,8 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cache-tokens", type=int, default=131072, help="each node's prefix cache, in tokens"
     )
+    parser.add_argument("--users", type=int, default=None, help="simulated users (default 30)")
     args = parser.parse_args(argv)
-    users, duration_s, ramp_s = (30, 30.0, 5.0) if args.quick else (40, 90.0, 10.0)
+    users, duration_s, ramp_s = (24, 30.0, 5.0) if args.quick else (30, 80.0, 10.0)
+    users = args.users or users
     sim_args = [
         "--parallel", str(PARALLEL), "--max-queue", "256", "--prefill-ms", str(PREFILL_MS),
         "--decode-ms", str(DECODE_MS), "--answer-tokens", "4096",

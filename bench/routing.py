@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         level_s, slow_s, slow_at, window_s = 10.0, 30.0, 10.0, 5.0
     else:
-        level_s, slow_s, slow_at, window_s = 40.0, 80.0, 20.0, 10.0
+        level_s, slow_s, slow_at, window_s = 40.0, 60.0, 20.0, 10.0
     sim_args = [
         "--parallel", str(PARALLEL), "--max-queue", "256", "--prefill-ms", str(PREFILL_MS),
         "--decode-ms", str(DECODE_MS), "--answer-tokens", str(ANSWER_TOKENS),

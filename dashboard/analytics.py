@@ -2,7 +2,7 @@
 
 The 15-minute and 1-hour windows aggregate the request log itself (at most about an hour of
 rows, through the created_at index), so they are live to the last flush. The 24-hour and
-7-day windows add up the rollups (dashboard.rollups): per-minute rows for a day, per-hour
+7-day windows add up the rollups (dashboard.rollups): quarter-hour rows for a day, hour
 rows for a week, so a page reads thousands of rows, not millions. Either way the database
 returns bucket counts and sums, and dashboard.histogram turns them into percentiles."""
 
@@ -29,7 +29,7 @@ from dashboard.models import Grain, KeyUsageRollup, LatencyRollup, RollupWaterma
 from dashboard.rollups import key_aggregates, log_aggregates
 from gateway.models import ApiKey, RequestLog
 
-Source = Literal["log", "minute", "hour"]
+Source = Literal["log", "quarter", "hour"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ WINDOWS = {
     for w in (
         Window("15m", "15 min", timedelta(minutes=15), "log", timedelta(minutes=1)),
         Window("1h", "1 h", timedelta(hours=1), "log", timedelta(minutes=1)),
-        Window("24h", "24 h", timedelta(hours=24), "minute", timedelta(minutes=15)),
+        Window("24h", "24 h", timedelta(hours=24), "quarter", timedelta(minutes=15)),
         Window("7d", "7 d", timedelta(days=7), "hour", timedelta(hours=1)),
     )
 }
@@ -92,7 +92,7 @@ def _source(window: Window, since: datetime) -> tuple[QuerySet[Any], dict[str, A
     if window.source == "log":
         rows: QuerySet[Any] = RequestLog.objects.filter(created_at__gte=since)
         return rows, _log_aggregates(), TruncMinute("created_at")
-    grain = Grain.MINUTE if window.source == "minute" else Grain.HOUR
+    grain = Grain.QUARTER if window.source == "quarter" else Grain.HOUR
     rows = LatencyRollup.objects.filter(grain=grain, start__gte=since)
     return rows, rollup_aggregates(), "start"
 
@@ -287,7 +287,7 @@ def usage_report(window: Window, *, now: datetime) -> UsageReport:
         rows = RequestLog.objects.filter(created_at__gte=since)
         aggregates, moment = key_aggregates(), TruncMinute("created_at")
     else:
-        grain = Grain.MINUTE if window.source == "minute" else Grain.HOUR
+        grain = Grain.QUARTER if window.source == "quarter" else Grain.HOUR
         rows = KeyUsageRollup.objects.filter(grain=grain, start__gte=since)
         aggregates = {
             f"s_{n}": Sum(n) for n in ("requests", "errors", "prompt_tokens", "completion_tokens")

@@ -1,9 +1,11 @@
 """Keep the request-log rollups (dashboard.models) up to date with the log.
 
 `refresh` finds the log rows added since the watermark, and recomputes from the log every
-minute those rows fall in (and from the minutes, every hour), then moves the watermark: a
-late row (a flush after a database outage) reopens its own minute, nothing else is touched,
-and running it twice changes nothing. The aggregation is one INSERT … SELECT per table,
+quarter-hour those rows fall in (and from the quarters, every hour), then moves the
+watermark: a late row (a flush after a database outage) reopens its own quarter-hour,
+nothing else is touched, and running it twice changes nothing. Quarter-hours, not minutes:
+the day's charts have a point per quarter-hour, and a day is then 96 rows per model, node and
+status instead of 1,440. The aggregation is one INSERT … SELECT per table,
 written with the ORM so it runs on PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from django.db import connection, transaction
 from django.db.models import (
     Case,
     Count,
+    DateTimeField,
     F,
     FloatField,
+    Func,
     Max,
     Min,
     Q,
@@ -29,7 +33,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, TruncHour, TruncMinute
+from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from dashboard.histogram import BOUNDS, LATENCY_FIELDS, TTFT_FIELDS
@@ -37,17 +41,42 @@ from dashboard.models import Grain, KeyUsageRollup, LatencyRollup, RollupWaterma
 from gateway.models import RequestLog
 
 log = logging.getLogger(__name__)
-MINUTE = timedelta(minutes=1)
+QUARTER = timedelta(minutes=15)
 HOUR = timedelta(hours=1)
 # A backfill (the first refresh over an existing log) recomputes at most this much log time per
 # transaction, so no single statement holds locks for long.
 CHUNK = timedelta(hours=6)
 
 
+class TruncQuarter(Func):
+    """A time's quarter-hour: 09:37:12 → 09:30:00 (UTC, the connection's time zone)."""
+
+    output_field = DateTimeField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="(date_trunc('hour', %(expressions)s) + floor(extract(minute from "
+            "%(expressions)s) / 15) * interval '15 minutes')",
+            **extra,
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Django keeps SQLite times as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text in UTC.
+        return self.as_sql(
+            compiler,
+            connection,
+            template="(strftime('%%Y-%%m-%%d %%H:', %(expressions)s) || printf('%%02d', "
+            "(CAST(strftime('%%M', %(expressions)s) AS INTEGER) / 15) * 15) || ':00')",
+            **extra,
+        )
+
+
 @dataclass(frozen=True)
 class Refreshed:
     rows: int  # log rows taken in
-    since: datetime | None  # the earliest minute recomputed
+    since: datetime | None  # the earliest quarter-hour recomputed
     ms: float
 
 
@@ -128,13 +157,13 @@ def _ordered(query: QuerySet[Any], group: dict[str, Any], sums: dict[str, Any]) 
     return query.annotate(**group).values(*group).annotate(**sums).order_by()
 
 
-def _recompute_minutes(start: datetime, end: datetime) -> None:
-    LatencyRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end).delete()
-    KeyUsageRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end).delete()
+def _recompute_quarters(start: datetime, end: datetime) -> None:
+    LatencyRollup.objects.filter(grain=Grain.QUARTER, start__gte=start, start__lt=end).delete()
+    KeyUsageRollup.objects.filter(grain=Grain.QUARTER, start__gte=start, start__lt=end).delete()
     rows = RequestLog.objects.filter(created_at__gte=start, created_at__lt=end)
     group = {
-        "g_grain": Value(int(Grain.MINUTE)),
-        "g_start": TruncMinute("created_at"),
+        "g_grain": Value(int(Grain.QUARTER)),
+        "g_start": TruncQuarter("created_at"),
         "g_model": F("model"),
         "g_node": F("node"),
         "g_status": F("status"),
@@ -146,8 +175,8 @@ def _recompute_minutes(start: datetime, end: datetime) -> None:
         ["grain", "start", "model", "node", "status", *ROLLUP_COLUMNS],
     )
     key_group = {
-        "g_grain": Value(int(Grain.MINUTE)),
-        "g_start": TruncMinute("created_at"),
+        "g_grain": Value(int(Grain.QUARTER)),
+        "g_start": TruncQuarter("created_at"),
         "g_key": F("key_prefix"),
     }
     key_sums = key_aggregates()
@@ -161,7 +190,7 @@ def _recompute_minutes(start: datetime, end: datetime) -> None:
 def _recompute_hours(start: datetime, end: datetime) -> None:
     LatencyRollup.objects.filter(grain=Grain.HOUR, start__gte=start, start__lt=end).delete()
     KeyUsageRollup.objects.filter(grain=Grain.HOUR, start__gte=start, start__lt=end).delete()
-    minutes = LatencyRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end)
+    quarters = LatencyRollup.objects.filter(grain=Grain.QUARTER, start__gte=start, start__lt=end)
     group = {
         "g_grain": Value(int(Grain.HOUR)),
         "g_start": TruncHour("start"),
@@ -179,7 +208,7 @@ def _recompute_hours(start: datetime, end: datetime) -> None:
     sums.update({f"s_{name}": Sum(name) for name in summed})
     _insert_select(
         LatencyRollup,
-        _ordered(minutes, group, sums),
+        _ordered(quarters, group, sums),
         [
             "grain",
             "start",
@@ -192,7 +221,9 @@ def _recompute_hours(start: datetime, end: datetime) -> None:
             *summed,
         ],
     )
-    key_minutes = KeyUsageRollup.objects.filter(grain=Grain.MINUTE, start__gte=start, start__lt=end)
+    key_quarters = KeyUsageRollup.objects.filter(
+        grain=Grain.QUARTER, start__gte=start, start__lt=end
+    )
     key_group = {
         "g_grain": Value(int(Grain.HOUR)),
         "g_start": TruncHour("start"),
@@ -200,7 +231,7 @@ def _recompute_hours(start: datetime, end: datetime) -> None:
     }
     _insert_select(
         KeyUsageRollup,
-        _ordered(key_minutes, key_group, {f"s_{n}": Sum(n) for n in KEY_COLUMNS}),
+        _ordered(key_quarters, key_group, {f"s_{n}": Sum(n) for n in KEY_COLUMNS}),
         ["grain", "start", "key_prefix", *KEY_COLUMNS],
     )
 
@@ -222,15 +253,15 @@ def refresh() -> Refreshed:
         )
         if new["top"] is None:
             return Refreshed(rows=0, since=None, ms=(time.monotonic() - started) * 1000)
-        first = floor_to(new["first"], MINUTE)
-        end = floor_to(new["last"], MINUTE) + MINUTE
+        first = floor_to(new["first"], QUARTER)
+        end = floor_to(new["last"], QUARTER) + QUARTER
         chunk_start = first
         while chunk_start < end:
             chunk_end = min(chunk_start + CHUNK, end)
-            _recompute_minutes(chunk_start, chunk_end)
+            _recompute_quarters(chunk_start, chunk_end)
             chunk_start = chunk_end
         hour_start = floor_to(first, HOUR)
-        hour_end = floor_to(end - MINUTE, HOUR) + HOUR
+        hour_end = floor_to(end - QUARTER, HOUR) + HOUR
         _recompute_hours(hour_start, hour_end)
         mark.last_id = new["top"]
         mark.refreshed_at = timezone.now()

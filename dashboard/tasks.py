@@ -8,8 +8,8 @@ from django.utils import timezone
 from dashboard import rollups
 from dashboard.models import Grain, KeyUsageRollup, LatencyRollup
 
-# Minute rows serve the 24-hour window only; hour rows serve the week and are kept longer.
-KEEP_MINUTES = timedelta(days=2)
+# Quarter-hour rows serve the 24-hour window only; hour rows serve the week and are kept longer.
+KEEP_QUARTERS = timedelta(days=2)
 KEEP_HOURS = timedelta(days=35)
 
 
@@ -20,6 +20,6 @@ def refresh_rollups() -> int:
     refreshed = rollups.refresh()
     now = timezone.now()
     for model in (LatencyRollup, KeyUsageRollup):
-        model.objects.filter(grain=Grain.MINUTE, start__lt=now - KEEP_MINUTES).delete()
+        model.objects.filter(grain=Grain.QUARTER, start__lt=now - KEEP_QUARTERS).delete()
         model.objects.filter(grain=Grain.HOUR, start__lt=now - KEEP_HOURS).delete()
     return refreshed.rows

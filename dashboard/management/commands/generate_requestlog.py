@@ -22,12 +22,14 @@ NODES = ("gpu-a100-1", "gpu-a100-2", "gpu-h100-1", "gpu-l40s-1")
 KEYS = 20
 BATCH = 1_000_000
 
-# Each column's value for row number g (a bigint) with u1..u3 uniform in (0, 1] and z a
+# Each column's value for row number g (1…total) with u1..u3 uniform in (0, 1] and z a
 # standard normal draw (Box-Muller). Latency is log-normal around ~800 ms, slower for the
 # 70B model, 1 ms for refusals; about 5 % of requests fail with a mix of statuses.
 EXPRESSIONS = {
     "request_id": "'gen' || %(tag)s || '-' || g",
-    "created_at": "now() - (%(seconds)s * u1) * interval '1 second'",
+    # In time order, as the flush appends them: a window's rows sit together on disk, as
+    # they do in a real log (rows scattered at random would cost a page read each).
+    "created_at": "now() - (%(seconds)s * (1 - (g - u1) / %(total)s)) * interval '1 second'",
     "endpoint": "'chat/completions'",
     "key_prefix": "'genkey' || lpad((floor(u2 * %(keys)s))::int::text, 2, '0')",
     "subject": "''",
@@ -112,6 +114,7 @@ class Command(BaseCommand):
                         "keys": KEYS,
                         "models": list(MODELS),
                         "nodes": list(NODES),
+                        "total": total,
                         "first": done + 1,
                         "last": done + n,
                     },

@@ -290,3 +290,20 @@ async def test_the_chart_library_is_served_from_our_static_files() -> None:
         charts = await http.get("/static/dashboard/charts.js")
     assert library.status_code == 200 and "var uPlot" in library.text
     assert charts.status_code == 200 and "window.ClawCharts" in charts.text
+
+
+@pytest.mark.django_db(transaction=True)  # a real commit: the run is sent from on_commit
+def test_run_now_says_so_when_the_broker_is_unreachable(
+    staff: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    from readiness import tasks
+
+    def unreachable(run_id: int) -> None:
+        raise OperationalError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(tasks.run_readiness, "delay", unreachable)
+    response = staff.post(reverse("dashboard:readiness_run"), follow=True)
+    assert "could not be started: Error 111" in response.content.decode()
+    assert ReadinessRun.objects.get().state == "failed"

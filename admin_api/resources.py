@@ -33,6 +33,7 @@ from admin_api.serializers import (
     HealEventSerializer,
     KeySerializer,
     LoadSerializer,
+    NodeDetailSerializer,
     NodeSerializer,
     ProbeSerializer,
     ProfileSerializer,
@@ -127,6 +128,10 @@ class NodeViewSet(ByLookup, ConfigViewSet):
     serializer_class = NodeSerializer
     lookup_field = "name"
     noun, listing = "node", "/api/nodes"
+
+    def get_serializer_class(self) -> type[NodeSerializer]:
+        # One Redis read per node: a single node has the server's load, the list does not.
+        return NodeSerializer if self.action == "list" else NodeDetailSerializer
 
     def get_queryset(self) -> QuerySet[Node]:
         return Node.objects.prefetch_related("deployments__profile").order_by("name")

@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alerts.models import AlertChannel
 from gateway.models import ApiKey, RequestLog
+from nodes import server_kinds, server_load_store
 from nodes.models import Deployment, HealEvent, ModelProfile, Node, ProbeRecord
 from readiness.models import ReadinessCheck, ReadinessResult, ReadinessRun
 
@@ -61,10 +63,11 @@ class NodeSerializer(StrictFields, serializers.ModelSerializer[Node]):
 
     class Meta:
         model = Node
-        fields = (
+        fields: tuple[str, ...] = (
             "name",
             "base_url",
             "api_kind",
+            "server_kind",
             "gpu_type",
             "gpu_count",
             "vram_gb_per_gpu",
@@ -93,12 +96,62 @@ class NodeSerializer(StrictFields, serializers.ModelSerializer[Node]):
             "updated_at",
         )
 
+        extra_kwargs = {
+            "api_kind": {
+                "required": False,
+                "help_text": "The wire protocol; may be left out when server_kind is given.",
+            },
+            "server_kind": {
+                "help_text": "The inference server: ollama, vllm, sglang, llamacpp, tgi, or "
+                "openai (any other OpenAI-compatible server). Left out: the plain server of "
+                "api_kind. Decides the health route probed and the load gauges scraped."
+            },
+        }
+
     def get_models(self, node: Node) -> list[str]:
         return sorted(d.profile.model_id for d in node.deployments.all())
 
+    def to_representation(self, instance: Node) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        data["server_kind"] = instance.kind  # a node stored without one is its API's plain one
+        return data
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        api_kind = attrs.get("api_kind", getattr(self.instance, "api_kind", None))
+        server_kind = attrs.get("server_kind", getattr(self.instance, "server_kind", None))
+        if "server_kind" in attrs and "api_kind" not in attrs:
+            api_kind = None  # a new server kind brings its own API
+        try:
+            attrs["api_kind"], attrs["server_kind"] = server_kinds.resolve(api_kind, server_kind)
+        except ValueError as exc:
+            field = "server_kind" if server_kind else "api_kind"
+            raise serializers.ValidationError({field: [str(exc)]}) from None
         run_model_clean(Node, self.instance, attrs)
         return attrs
+
+
+class ServerLoadSerializer(serializers.Serializer[dict[str, Any]]):
+    running = serializers.IntegerField(help_text="Requests the server is running.")
+    waiting = serializers.IntegerField(help_text="Requests queued in the server.")
+    kv = serializers.FloatField(
+        allow_null=True, help_text="KV-cache usage, 0 to 1; null when the server does not say."
+    )
+    at = serializers.IntegerField(help_text="When it was read (unix ms).")
+    stale = serializers.BooleanField(help_text="The scrapes since then failed.")
+
+
+class NodeDetailSerializer(NodeSerializer):
+    server_load = serializers.SerializerMethodField(
+        help_text="The load the node's server reports on /metrics (vLLM, SGLang, llama.cpp, "
+        "TGI), scraped every few seconds; null when not reported lately."
+    )
+
+    class Meta(NodeSerializer.Meta):
+        fields = (*NodeSerializer.Meta.fields, "server_load")
+
+    @extend_schema_field(ServerLoadSerializer(allow_null=True))
+    def get_server_load(self, node: Node) -> dict[str, Any] | None:
+        return server_load_store.latest([node.name])[node.name]
 
 
 class ProfileSerializer(StrictFields, serializers.ModelSerializer[ModelProfile]):

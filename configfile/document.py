@@ -15,7 +15,8 @@ A document, as `clawdbot config export` writes it and `apply` reads it::
     nodes:
       - name: gpu1
         base_url: http://gpu1:11434
-        api_kind: ollama
+        server_kind: ollama         # vllm, sglang, llamacpp, tgi, openai (any other); api_kind
+        api_kind: ollama            # follows from it (ollama or openai), or names it alone
         gpu_type: A100
         deployments:
           - profile: qwen3-32b
@@ -36,12 +37,15 @@ from typing import Any
 
 import yaml
 
+from nodes.server_kinds import resolve
+
 VERSION = 1
 
 # Field → (JSON types allowed, default). None in the types means null is allowed.
 NODE_FIELDS: dict[str, tuple[tuple[type | None, ...], Any]] = {
     "base_url": ((str,), None),
-    "api_kind": ((str,), None),
+    "api_kind": ((str, None), None),
+    "server_kind": ((str, None), None),
     "gpu_type": ((str,), None),
     "gpu_count": ((int,), 1),
     "vram_gb_per_gpu": ((int, float), 0.0),
@@ -179,6 +183,18 @@ def _fields(
     return out
 
 
+def _kinds(fields: dict[str, Any], at: str, problems: list[str]) -> None:
+    """Fill in whichever of api_kind and server_kind the entry left out (a file written before
+    server kinds has api_kind only), or report the pair that disagrees."""
+    api_kind, server_kind = fields["api_kind"], fields["server_kind"]
+    if not isinstance(api_kind, str | None) or not isinstance(server_kind, str | None):
+        return  # the type error is reported already
+    try:
+        fields["api_kind"], fields["server_kind"] = resolve(api_kind, server_kind)
+    except ValueError as exc:
+        problems.append(f"{at}.{'server_kind' if server_kind else 'api_kind'}: {exc}")
+
+
 def _list(doc: dict[str, Any], section: str, problems: list[str]) -> list[Any]:
     value = doc.get(section, [])
     if value is None:
@@ -223,6 +239,7 @@ def survey(doc: Any) -> tuple[Desired, list[str]]:
         fields = _fields(entry, at, NODE_FIELDS, "name", problems, extra=("deployments",))
         if fields is None:
             continue
+        _kinds(fields, at, problems)
         name = fields["name"]
         if name in desired.nodes:
             problems.append(f"{at}.name: {name!r} is listed twice")

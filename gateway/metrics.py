@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from clawdbot_site import redis_keys
-from nodes import telemetry_store
+from nodes import server_load_store, telemetry_store
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ class RedisCollector(Collector):
         yield from (inflight, queued, node_up, weight, ejected)
         yield from _gpu_families(d["nodes"], d.get("telemetry", {}))
         yield from _speed_families(d.get("speeds", {}))
+        yield from _server_load_families(d.get("server_load", {}))
         rejected = CounterMetricFamily(
             "clawdbot_request_log_rejected",
             "Request-log entries the database refused, set aside (clawdbot requestlog).",
@@ -213,6 +214,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             pipe.zcount(redis_keys.queue(node.name), now_ms, "+inf")
             pipe.hget(redis_keys.ejection(node.name), "until")
             pipe.get(redis_keys.telemetry(node.name))
+            pipe.hgetall(redis_keys.server_load(node.name))
         for node_name, model_id in pairs:
             pipe.hmget(redis_keys.speed(node_name, model_id), "d", "p", "n")
         results = await pipe.execute()
@@ -224,6 +226,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         "load": {},
         "ejected": set(),
         "telemetry": {},
+        "server_load": {},
         "nodes": nodes,
         "version": snapshot.version,
         "log_rejected": int(results[2] or 0),
@@ -242,7 +245,8 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         if until is not None and float(until) > now_ms:
             data["ejected"].add(node.name)
         data["telemetry"][node.name] = telemetry_store.decode(node.name, results[offset + 3])
-        offset += 4
+        data["server_load"][node.name] = server_load_store.decode(node.name, results[offset + 4])
+        offset += 5
     data["speeds"] = {}
     for pair, (decode, prefill, samples) in zip(pairs, results[offset:], strict=True):
         if decode is not None:
@@ -309,6 +313,34 @@ def render(data: dict[str, Any]) -> bytes:
     registry = CollectorRegistry()
     registry.register(RedisCollector(data))
     return generate_latest(registry)
+
+
+def _server_load_families(loads: dict[str, dict[str, Any] | None]) -> Iterator[Any]:
+    """The load each node's server reports on its /metrics (nodes.server_load_store); a node
+    whose server exports none, or was not read lately, is left out rather than shown idle."""
+    running = GaugeMetricFamily(
+        "clawdbot_node_server_requests_running",
+        "Requests running, as the node's server reports them.",
+        labels=["node"],
+    )
+    waiting = GaugeMetricFamily(
+        "clawdbot_node_server_requests_waiting",
+        "Requests queued in the node's server, as it reports them.",
+        labels=["node"],
+    )
+    kv = GaugeMetricFamily(
+        "clawdbot_node_kv_cache_usage",
+        "KV-cache usage of the node's server, 0 to 1.",
+        labels=["node"],
+    )
+    for node, load in sorted(loads.items()):
+        if load is None:
+            continue
+        running.add_metric([node], load["running"])
+        waiting.add_metric([node], load["waiting"])
+        if load["kv"] is not None:
+            kv.add_metric([node], load["kv"])
+    yield from (running, waiting, kv)
 
 
 def _speed_families(speeds: dict[tuple[str, str], tuple[float, float, float]]) -> Iterator[Any]:

@@ -76,6 +76,8 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         "gpu_now",
         "base_url",
         "api_kind",
+        "server_kind",
+        "server_load",
         "gpu_type",
         "gpu_count",
         "max_concurrent",
@@ -84,7 +86,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         "draining",
         "last_probe_at",
     )
-    list_filter = ("state", "api_kind", "gpu_type", "enabled", "draining")
+    list_filter = ("state", "server_kind", "api_kind", "gpu_type", "enabled", "draining")
     search_fields = ("name", "base_url")
     readonly_fields = (
         "weight",
@@ -98,9 +100,13 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         "state_changed_at",
         "created_at",
         "updated_at",
+        "server_load",
     )
     fieldsets = (
-        (None, {"fields": ("name", "base_url", "api_kind", "enabled", "draining")}),
+        (
+            None,
+            {"fields": ("name", "base_url", "server_kind", "api_kind", "enabled", "draining")},
+        ),
         (
             "Hardware",
             {
@@ -114,7 +120,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
                 )
             },
         ),
-        ("Admission", {"fields": ("max_concurrent", "queue_size")}),
+        ("Admission", {"fields": ("max_concurrent", "queue_size", "server_load")}),
         ("Self-heal and labels", {"fields": ("restart_command", "labels")}),
         (
             "Health",
@@ -161,6 +167,13 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         if not speeds:
             return "nothing yet: learned from the answers it gives"
         return "; ".join(speed.describe() for speed in speeds)
+
+    @admin.display(description="server load")
+    def server_load(self, node: Node) -> str:
+        """Requests running and waiting, and KV-cache usage, as the node's server reports them
+        on /metrics (vLLM, SGLang, llama.cpp, TGI), scraped every few seconds."""
+        live = self._node_live(node)
+        return live.server_load if live else "-"
 
     @admin.display(description="GPUs now")
     def gpu_now(self, node: Node) -> str:

@@ -1,15 +1,18 @@
 """What the console and admin show of a node's live condition: its current routing weight
-(GPU type × telemetry × probe health, as the data plane computes it) and its GPUs now."""
+(GPU type × telemetry × probe health, as the data plane computes it), its GPUs now, and the
+load its inference server reports (nodes.server_load_store)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
-from nodes import telemetry_store
+from nodes import server_load_store, telemetry_store
 from nodes.models import Node
 from nodes.weights import node_weight
 
@@ -19,6 +22,7 @@ class NodeLive:
     weight: float
     describe: str
     pass_ratio: float
+    server_load: str = "-"
 
 
 def live_view(names: list[str]) -> dict[str, NodeLive]:
@@ -26,6 +30,8 @@ def live_view(names: list[str]) -> dict[str, NodeLive]:
         return {}
     nodes = {n.name: n for n in Node.objects.filter(name__in=names)}
     readings = telemetry_store.latest(names)
+    loads = server_load_store.latest(names)
+    now_ms = int(time.time() * 1000)
     ratios = sync_client().hmget(redis_keys.HEALTH, names)
     out = {}
     for name, raw_ratio in zip(names, ratios, strict=True):
@@ -48,5 +54,23 @@ def live_view(names: list[str]) -> dict[str, NodeLive]:
             text = f"no telemetry: {reading['error']}"
         else:
             text = "no telemetry (no agent reporting)"
-        out[name] = NodeLive(weight=weight, describe=text, pass_ratio=ratio)
+        out[name] = NodeLive(
+            weight=weight,
+            describe=text,
+            pass_ratio=ratio,
+            server_load=describe_server_load(loads.get(name), now_ms),
+        )
     return out
+
+
+def describe_server_load(load: dict[str, Any] | None, now_ms: int) -> str:
+    """`3 running, 7 waiting, KV cache 70%`, said stale (with its age) when the last scrape
+    failed; `not reported` when the server exports no gauges or none were read lately."""
+    if load is None:
+        return "not reported"
+    text = f"{load['running']} running, {load['waiting']} waiting"
+    if load.get("kv") is not None:
+        text += f", KV cache {load['kv']:.0%}"
+    if load.get("stale"):
+        text += f" (stale: {max(0, now_ms - load['at']) / 1000:.0f} s old)"
+    return text

@@ -85,7 +85,7 @@ def kind_of(api_kind: str, server_kind: str) -> str:
     server kinds, or without saying)."""
     if server_kind:
         return server_kind
-    return ServerKind.OLLAMA if api_kind == ApiKind.OLLAMA else ServerKind.OPENAI
+    return (ServerKind.OLLAMA if api_kind == ApiKind.OLLAMA else ServerKind.OPENAI).value
 
 
 def resolve(api_kind: str | None, server_kind: str | None) -> tuple[str, str]:
@@ -95,13 +95,13 @@ def resolve(api_kind: str | None, server_kind: str | None) -> tuple[str, str]:
         if server_kind not in SPECS:
             known = ", ".join(SPECS)
             raise ValueError(f"unknown server kind {server_kind!r} (known: {known})")
-        wire = SPECS[server_kind].api_kind
+        wire = str(SPECS[server_kind].api_kind)
         if api_kind and api_kind != wire:
             raise ValueError(
                 f"a {ServerKind(server_kind).label} server speaks the {wire} API, "
                 f"not {api_kind}: leave the API out or give {wire}"
             )
-        return wire, server_kind
+        return wire, str(server_kind)
     if not api_kind:
         raise ValueError("give the API (ollama or openai) or the server kind")
     return api_kind, kind_of(api_kind, "")

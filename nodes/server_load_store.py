@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
@@ -35,7 +35,7 @@ return 0
 
 def publish(node_name: str, load: ServerLoad, at_ms: int) -> None:
     key = redis_keys.server_load(node_name)
-    fields: dict[str, Any] = {
+    fields: dict[str, int | float] = {
         "running": load.running,
         "waiting": load.waiting,
         "at": at_ms,
@@ -45,7 +45,7 @@ def publish(node_name: str, load: ServerLoad, at_ms: int) -> None:
         fields["kv"] = round(load.kv, 4)
     pipe = sync_client().pipeline(transaction=True)
     pipe.delete(key)  # a kv the server stopped exporting must not linger
-    pipe.hset(key, mapping=fields)
+    pipe.hset(key, mapping=cast(Any, fields))  # redis-py's Mapping is invariant
     pipe.pexpire(key, int(LOAD_TTL_S * 1000))
     pipe.execute()
 

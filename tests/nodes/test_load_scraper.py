@@ -21,7 +21,7 @@ SLOW_DECODE = ("--decode-ms", "400", "--answer-tokens", "50", "--context-length"
 
 
 def hash_of(client: redis.Redis, node: str) -> dict[str, str]:
-    raw = client.hgetall(redis_keys.server_load(node))
+    raw: dict[bytes, bytes] = client.hgetall(redis_keys.server_load(node))  # type: ignore[assignment]
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 

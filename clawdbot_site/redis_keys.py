@@ -55,6 +55,8 @@ SPEED_PART = "speed:"  # hash per node|model: d, p (tokens/s of one sequence), n
 OUTPUT_LEN_PART = "outlen"  # hash: model → its usual answer length (a running average)
 AFFINITY_PART = "aff:"  # string per prefix identity → the node that served (caches) it
 AFFINITY_INDEX_PART = "affidx"  # sorted set: prefix identity → when recorded, oldest out first
+WORK_PART = "work:"  # hash per node: lease → "<started ms>:<work in decode tokens>"
+QUEUED_WORK_PART = "qwork:"  # hash per node: queued lease → its work in decode tokens
 SERVER_LOAD_PART = "srvload:"  # hash per node: the server's own running, waiting, kv (0..1)
 
 
@@ -146,6 +148,8 @@ LUA_PARTS = frozenset(
         CACHE_SIZES_PART,
         CACHE_BYTES_PART,
         SPEED_PART,
+        WORK_PART,
+        QUEUED_WORK_PART,
         OUTPUT_LEN_PART,
         AFFINITY_PART,
         AFFINITY_INDEX_PART,
@@ -208,6 +212,8 @@ TRANSIENT_PATTERNS = tuple(
         TIER_PART + "*",
         "answers:*",
         SPEED_PART + "*",
+        WORK_PART + "*",
+        QUEUED_WORK_PART + "*",
         OUTPUT_LEN_PART,
         AFFINITY_PART + "*",
         AFFINITY_INDEX_PART,

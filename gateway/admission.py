@@ -157,10 +157,66 @@ end
 local unit_d, unit_p = unit_prior, unit_prior * prefill_ratio
 if sum_score > 0 then unit_d, unit_p = sum_d / sum_score, sum_p / sum_score end
 
+-- Does a candidate (preferred GPU type?, seconds) beat the best so far? After a failure the
+-- retry's preferred GPU type ranks first, then the expected seconds.
+local function better(pref, score, other, other_pref, other_score)
+  return other == nil or (pref and not other_pref) or (pref == other_pref and score < other_score)
+end
+
+-- Seconds until a slot is free for a request that `ahead` others wait in front of on a node
+-- with `free` slots free now, decoding at `d` tokens/s: what runs there frees its slot when
+-- it should finish, and each request ahead then holds a slot for its expected time, soonest
+-- slot first. Both are recorded as work in decode tokens (when admitted, when queued), so
+-- they are priced at the node's speed now: a node that slows down is seen to be slower in
+-- what it already holds too. `extra` requests the server queues for other clients count as
+-- `service` each.
+local function slot_wait(name, free, ahead, extra, service, d)
+  local times = {}
+  for _ = 1, free do times[#times + 1] = 0 end
+  local leases = redis.call('ZRANGE', p .. 'slots:' .. name, 0, -1)
+  if #leases > 0 then
+    local work = redis.call('HMGET', p .. 'work:' .. name, unpack(leases))
+    for i = 1, #leases do
+      local started, units = string.match(work[i] or '', '^(%d+):(.+)$')
+      if started then
+        local total = tonumber(units) / d
+        -- Overdue: it was slower than expected; assume a tenth of it is still to come.
+        local left = tonumber(started) / 1000 + total - now / 1000
+        times[#times + 1] = math.max(left, total / 10)
+      else
+        times[#times + 1] = service / 2
+      end
+    end
+  end
+  if #times == 0 then return service * (ahead + extra + 1) end
+  local durations = {}
+  if ahead > 0 then
+    local before = redis.call('ZRANGE', p .. 'qorder:' .. name, 0, math.min(ahead, 64) - 1)
+    if #before > 0 then
+      local known = redis.call('HMGET', p .. 'qwork:' .. name, unpack(before))
+      for i = 1, #before do
+        local units = tonumber(known[i])
+        durations[i] = units and units / d or service
+      end
+    end
+  end
+  for _ = #durations + 1, ahead + extra do durations[#durations + 1] = service end
+  table.sort(times)
+  for _, duration in ipairs(durations) do
+    local start = table.remove(times, 1)
+    local done, at = start + duration, #times + 1
+    for j = 1, #times do
+      if times[j] > done then at = j break end
+    end
+    table.insert(times, at, done)
+  end
+  return times[1]
+end
+
 local best, best_score, best_pref = nil, nil, false
 local second, second_score = nil, nil
-local qbest, qbest_score, qbest_pref = nil, nil, false
-local best_running = 0
+local qbest, qbest_score, qbest_pref, qbest_with_full, qbest_d = nil, nil, false, 0, 1
+local best_running, best_d = 0, 1
 local alive = 0
 for _, node in ipairs(nodes) do
   local name, maxc = node.name, node.maxc
@@ -197,33 +253,40 @@ for _, node in ipairs(nodes) do
         + output / d * (1 + slowdown * math.min(running, maxc - 1))
     local pref = prefer ~= '' and node.gpu == prefer
     if inflight + ahead + extra < maxc and not full then
-      local score = own
-      if best == nil or (pref and not best_pref) or (pref == best_pref and score < best_score) then
+      if better(pref, own, best, best_pref, best_score) then
         if best ~= nil then second, second_score = best, best_score end
-        best, best_score, best_pref, best_running = name, score, pref, running + 1
-      elseif second == nil or score < second_score then
-        second, second_score = name, score
+        best, best_score, best_pref, best_running, best_d = name, own, pref, running + 1, d
+      elseif second == nil or own < second_score then
+        second, second_score = name, own
       end
-    elseif allow_queue and queued_at == '' and node.qsize > 0 then
-      if waiting < node.qsize then
-        -- Behind the queue: each slot frees after about one full-batch service time.
-        local service = prompt / pf + output / d * (1 + slowdown * (maxc - 1))
-        local score = (waiting + extra + 1) * service / maxc + own
-        if qbest == nil or (pref and not qbest_pref)
-            or (pref == qbest_pref and score < qbest_score) then
-          qbest, qbest_score, qbest_pref = name, score, pref
-        end
+    elseif allow_queue and node.qsize > 0
+        and ((queued_at == '' and waiting < node.qsize) or name == queued_at) then
+      -- Waiting here may still beat a free slot on a slower node: the wait for a slot (from
+      -- what runs here and when it should finish), then the request with the batch full.
+      local with_full = math.max(prompt - hit, 0) / pf
+          + output / d * (1 + slowdown * (maxc - 1))
+      local score = slot_wait(name, math.max(0, maxc - inflight), ahead, extra, with_full, d)
+          + with_full
+      if full then score = score + with_full end  -- its KV cache must drain first
+      if better(pref, score, qbest, qbest_pref, qbest_score) then
+        qbest, qbest_score, qbest_pref, qbest_with_full, qbest_d = name, score, pref, with_full, d
       end
     end
   end
 end
 
 local verdict, chosen
-if best ~= nil then
+local queue_wins = qbest ~= nil and better(qbest_pref, qbest_score, best, best_pref, best_score)
+if best ~= nil and not queue_wins then
   redis.call('ZADD', p .. 'slots:' .. best, now + ttl, lease)
+  -- When it started and its work in decode tokens, for the waits of requests after it.
+  redis.call('HSET', p .. 'work:' .. best, lease,
+    string.format('%d:%.2f', now, best_score * best_d))
+  redis.call('PEXPIRE', p .. 'work:' .. best, ttl)
   if queued_at ~= '' then
     redis.call('ZREM', p .. 'queue:' .. queued_at, lease)
     redis.call('ZREM', p .. 'qorder:' .. queued_at, lease)
+    redis.call('HDEL', p .. 'qwork:' .. queued_at, lease)
     if best ~= queued_at and redis.call('ZCARD', p .. 'queue:' .. queued_at) > 0 then
       redis.pcall('PUBLISH', p .. 'freed:' .. queued_at, '')  -- those behind it move up
     end
@@ -237,8 +300,13 @@ elseif queued_at ~= '' then
 elseif qbest ~= nil then
   redis.call('ZADD', p .. 'queue:' .. qbest, now + qttl, lease)
   redis.call('ZADD', p .. 'qorder:' .. qbest, now, lease)
+  -- How long it will hold a slot, for the waits of requests that queue behind it.
+  redis.call('HSET', p .. 'qwork:' .. qbest, lease,
+    string.format('%.2f', qbest_with_full * qbest_d))
+  redis.call('PEXPIRE', p .. 'qwork:' .. qbest, ttl)
   verdict, chosen = 'queued', qbest
-  best_score, second, second_score = qbest_score, nil, nil
+  if best ~= nil then second, second_score = best, best_score else second = nil end
+  best_score = qbest_score
 elseif alive == 0 then
   return {'ejected', '', '0', '0', '0'}
 else
@@ -294,8 +362,10 @@ if lease ~= '' then
   if queued then
     redis.call('ZREM', p .. 'queue:' .. node, lease)
     redis.call('ZREM', p .. 'qorder:' .. node, lease)
+    redis.call('HDEL', p .. 'qwork:' .. node, lease)
   else
     redis.call('ZREM', p .. 'slots:' .. node, lease)
+    redis.call('HDEL', p .. 'work:' .. node, lease)
   end
   -- Requests wait in this node's queue: the next one can move (gateway.queue_signals).
   -- pcall: a Redis user without the channel permission loses wake-ups, not the release.
@@ -382,8 +452,10 @@ local p = KEYS[1]
 local lease = ARGV[1]
 for i = 2, #ARGV do
   redis.call('ZREM', p .. 'slots:' .. ARGV[i], lease)
+  redis.call('HDEL', p .. 'work:' .. ARGV[i], lease)
   redis.call('ZREM', p .. 'queue:' .. ARGV[i], lease)
   redis.call('ZREM', p .. 'qorder:' .. ARGV[i], lease)
+  redis.call('HDEL', p .. 'qwork:' .. ARGV[i], lease)
 end
 return 1
 """

@@ -165,3 +165,26 @@ async def test_the_usual_answer_length_stands_in_for_a_missing_max_tokens(
         verdict = await admit(admission, "1", node, request=routing.Request(MODEL, 10, None))
     # Answers of 100, then many of 1,000 tokens: the average has moved most of the way.
     assert 900 / 30 < verdict.expected_s < 1010 / 30
+
+
+async def test_waiting_for_a_much_faster_node_beats_a_free_slow_one(
+    redis_client: redis.Redis,
+) -> None:
+    h100 = route("h100", max_concurrent=1, queue_size=4, prior=380)
+    a10 = route("a10", max_concurrent=1, queue_size=4, prior=100)
+    short, long = routing.Request(MODEL, 50, 10), routing.Request(MODEL, 50, 1000)
+    async with admission_on() as admission:
+        assert (await admit(admission, "short", h100, a10, request=short)).node == "h100"
+        # The long answer takes 1000/114 s on the H100 once the short one is done (in about
+        # 0.1 s), and 1000/30 s on the idle A10: it waits for the H100.
+        queued = await admit(admission, "long", h100, a10, request=long)
+        assert (queued.status, queued.node, queued.runner_up) == ("queued", "h100", "a10")
+        still = await admit(admission, "long", h100, a10, request=long, queued_at="h100")
+        assert still.status == "queued"
+        # Another short one takes the free A10 slot rather than queue behind the long one.
+        assert (await admit(admission, "s2", h100, a10, request=short)).node == "a10"
+        await admission.release(Lease("short", "h100"), outcome="ok")
+        granted = await admit(admission, "long", h100, a10, request=long, queued_at="h100")
+    assert (granted.status, granted.node) == ("ok", "h100")
+    work = redis_client.hgetall(redis_keys.PREFIX + redis_keys.WORK_PART + "h100")
+    assert list(work) == [b"long"]  # the finished one's expected finish went with its slot

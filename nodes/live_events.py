@@ -2,8 +2,9 @@
 WebSocket consumers listen on (dashboard.consumers). The control plane sends them; it knows
 nothing of the console beyond this group name and the payloads below.
 
-Sending is best effort and cheap: one group_send after the transaction commits, and a
-channel layer that is down costs a log line, never a probe, a state change or a reading."""
+Sending is best effort and cheap: after the transaction commits, the event is handed to a
+sender thread (nodes.live_sender) and the caller goes on; a channel layer that is down costs a
+log line, never a probe, a state change or a reading."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from clawdbot_site import redis_keys
 from clawdbot_site.redis_client import sync_client
+from nodes.live_sender import Sender
 
 if TYPE_CHECKING:  # the node agent imports this module and needs no models
     from nodes.models import Node
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the node agent imports this module and needs no models
 log = logging.getLogger(__name__)
 
 GROUP = "console"
+SENDER = Sender(GROUP)
 
 
 class NodeStateEvent(TypedDict):
@@ -171,10 +172,6 @@ def send_after_commit(event: Event) -> None:
 
 
 def send(event: Event) -> None:
-    try:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(GROUP, dict(event))
-    except Exception as exc:  # the layer's Redis down, full, or misconfigured: log, go on
-        about = event.get("node", "the cluster")
-        log.warning("console event %s for %s not sent: %s", event["type"], about, exc)
+    """Hand the event to this process's sender thread (nodes.live_sender); never waits on
+    Redis, never raises for the channel layer."""
+    SENDER.put(event)

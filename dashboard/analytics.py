@@ -9,7 +9,7 @@ returns bucket counts and sums, and dashboard.histogram turns them into percenti
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -171,8 +171,9 @@ def latency_report(
         by_model=groups((m, s) for m, _, _, s in chosen),
         by_node=groups((n, s) for _, n, _, s in chosen),
         statuses=status_counts((status, s.requests) for _, _, status, s in chosen),
-        models=sorted({m for m, *_ in breakdown}),
-        nodes=sorted({n for _, n, *_ in breakdown}),
+        # A request refused before it named a model or reached a node has neither.
+        models=sorted({m for m, *_ in breakdown if m}),
+        nodes=sorted({n for _, n, *_ in breakdown if n}),
         points=points(per_moment, window.step, since),
         rolled_up_at=rolled_up_at,
     )
@@ -211,12 +212,14 @@ def points(
 
 
 def series(report: LatencyReport) -> dict[str, Any]:
-    """The charts' data: unix seconds and one list per line (None where a point is empty)."""
-    step_s = report.window.step.total_seconds()
+    """The charts' data: unix seconds and one list per line, a point per step across the
+    whole window (None where nothing was counted), and the histograms."""
+    step = report.window.step
+    step_s = step.total_seconds()
     xs, rate, errors, tps = [], [], [], []
     lat: dict[str, list[float | None]] = {"p50": [], "p95": [], "p99": []}
     ttft: dict[str, list[float | None]] = {"p50": [], "p95": [], "p99": []}
-    for point in report.points:
+    for point in every_step(report.points, report.since, report.until, step):
         xs.append(int(point.at.timestamp()))
         rate.append(round(point.stats.requests / step_s, 3))
         errors.append(_pct(point.stats.error_rate))
@@ -231,9 +234,38 @@ def series(report: LatencyReport) -> dict[str, Any]:
         "traffic": [xs, rate],
         "errors": [xs, errors],
         "tokens": [xs, tps],
-        "latency_hist": {"edges": [*BOUNDS, None], "counts": list(report.overall.latency)},
-        "ttft_hist": {"edges": [*BOUNDS, None], "counts": list(report.overall.ttft)},
+        "latency_hist": histogram_data(report.overall.latency),
+        "ttft_hist": histogram_data(report.overall.ttft),
     }
+
+
+def every_step(
+    points: list[Point], since: datetime, until: datetime, step: timedelta
+) -> list[Point]:
+    """The points with an empty one for each step nothing was counted in, so a chart's time
+    axis spans the window."""
+    present = {p.at: p for p in points}
+    filled = []
+    at = since
+    while at <= until:
+        filled.append(present.get(at) or Point(at, Stats()))
+        at += step
+    return filled
+
+
+def histogram_data(counts: Sequence[int]) -> dict[str, Any]:
+    """The buckets from the first to the last counted (and one either side), labelled by
+    their upper bound: 26 labels would not fit a chart's width."""
+    used = [i for i, n in enumerate(counts) if n]
+    if not used:
+        return {"edges": [], "counts": []}
+    first, last = max(used[0] - 1, 0), min(used[-1] + 1, len(counts) - 1)
+    edges = [(_bound(BOUNDS[i]) if i < len(BOUNDS) else None) for i in range(first, last + 1)]
+    return {"edges": edges, "counts": list(counts[first : last + 1])}
+
+
+def _bound(ms: float) -> str:
+    return f"{ms / 1000:g} s" if ms >= 1000 else f"{ms:g} ms"
 
 
 def _round(value: float | None) -> float | None:

@@ -27,15 +27,20 @@ def chat(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     grant = models_for(request.user, now)
     profiles = chat_profiles(grant)
-    config = None
+    config = expires_at = None
     if profiles:
         issued = session_key_for(user=_user(request), session=request.session, grant=grant, now=now)
+        expires_at = issued.expires_at
         config = {
             **issued.to_dict(),
             "models": [p.model_id for p in profiles],
             "renew_url": reverse("dashboard:chat_key"),
         }
-    return render(request, "dashboard/chat.html", {"profiles": profiles, "config": config})
+    return render(
+        request,
+        "dashboard/chat.html",
+        {"profiles": profiles, "config": config, "expires_at": expires_at},
+    )
 
 
 @never_cache

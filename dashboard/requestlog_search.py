@@ -1,7 +1,7 @@
 """The request-log page's search box and keyset cursor (pure: no database).
 
 The search box takes what an operator has at hand and matches it exactly, so every search
-uses an index at millions of rows: a request id (24 hex digits), a key (`ck-…` or its
+uses an index at millions of rows: a request id (`req-` and 24 hex digits), a key (`ck-…` or its
 prefix), an HTTP status or class (`503`, `5xx`), or else a model, node or key prefix."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
-REQUEST_ID_RE = re.compile(r"^[0-9a-f]{24}$|^gen\w*-\d+$")
+REQUEST_ID_RE = re.compile(r"^(req-)?[0-9a-f]{24}$|^gen\w*-\d+$")
 STATUS_RE = re.compile(r"^([1-5]\d\d|[1-5]xx)$")
 
 

@@ -29,7 +29,10 @@ def percent(value: float | None) -> str:
 
 @register.filter
 def rate(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
+    """1,234 / 12.3 / 0.04: small rates keep two decimals, so 31 requests in 15 min is not 0."""
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 @register.filter

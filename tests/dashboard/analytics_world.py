@@ -13,7 +13,7 @@ _ids = itertools.count(1)
 
 def log_row(at: datetime, **fields: Any) -> RequestLog:
     values: dict[str, Any] = {
-        "request_id": f"{next(_ids):024x}",
+        "request_id": f"req-{next(_ids):024x}",
         "created_at": at,
         "endpoint": "chat/completions",
         "key_prefix": "abcd1234",

@@ -18,14 +18,12 @@ URL = reverse("dashboard:requests")
 
 
 def ids_on(page: str) -> list[str]:
-    return re.findall(r'<td class="c-id" title="([0-9a-f]{24})"', page)
+    return re.findall(r'<td class="c-id" title="(req-[0-9a-f]{24})"', page)
 
 
 def test_search_text_means_an_exact_match() -> None:
-    assert (
-        str(search("0123456789abcdef01234567"))
-        == "(AND: ('request_id', '0123456789abcdef01234567'))"
-    )
+    rid = "req-0123456789abcdef01234567"
+    assert str(search(rid)) == f"(AND: ('request_id', '{rid}'))"
     assert str(search("ck-abcd1234-secret")) == "(AND: ('key_prefix', 'abcd1234'))"
     assert str(search("503")) == "(AND: ('status', 503))"
     assert str(search("5xx")) == "(AND: ('status__gte', 500), ('status__lte', 599))"

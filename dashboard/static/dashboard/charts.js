@@ -1,7 +1,8 @@
 /* Clawdbot console charts: the one place pages build charts, as thin helpers over uPlot
    (installed from npm by `make`, served from /static/vendor/uplot/; no CDN).
 
-   ClawCharts.timeSeries(el, {series: [{label, unit?, color?}], data: [xs (unix s), ys...], yRange?})
+   ClawCharts.timeSeries(el, {series: [{label, unit?, color?, points?}], data: [xs (unix s), ys...], yRange?})
+     (points: true draws each value as a dot too, so a lone value between gaps shows)
    ClawCharts.histogram(el, {edges: [upper bounds], counts: [...], label, unit?})
    ClawCharts.readJSON(id)  the data a template wrote with {{ value|json_script:id }}
    Each returns the uPlot instance (or null, with a note in el, when there is nothing to draw).
@@ -59,14 +60,14 @@
       scales: { x: { time: true }, y: opts.yRange ? { range: opts.yRange } : { auto: true } },
       axes: [
         { stroke: "#5d6779", grid: { stroke: "#eef1f6" } },
-        { stroke: "#5d6779", grid: { stroke: "#eef1f6" }, size: 56, values: function (u, vals) { return vals.map(function (v) { return v + (unit ? " " + unit : ""); }); } },
+        { stroke: "#5d6779", grid: { stroke: "#eef1f6" }, size: 68, values: function (u, vals) { return vals.map(function (v) { return v + (unit ? " " + unit : ""); }); } },
       ],
       series: [{}].concat(opts.series.map(function (s, i) {
         return {
           label: s.label,
           stroke: s.color || palette[i % palette.length],
           width: 2,
-          points: { show: false },
+          points: { show: !!s.points, size: 5 },
           spanGaps: false,
           value: fmt(s.unit),
         };

@@ -8,6 +8,7 @@ from dashboard import chat_views, latency_views, requestlog_views, usage_views, 
 app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("overview/stats", views.overview_stats, name="overview_stats"),
     path("nodes/", views.nodes, name="nodes"),
     path("nodes/<str:name>/", views.node_detail, name="node"),
     path("nodes/<str:name>/<str:action>", views.node_action, name="node_action"),

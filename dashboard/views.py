@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError
 
 from dashboard import selectors
-from dashboard.access import staff_page, user_page
+from dashboard.access import staff_page
+from dashboard.request_stats import recent_requests
 from nodes import tasks as node_tasks
 from nodes.choices import NodeState
 from nodes.load_jobs import start_load
@@ -37,6 +38,21 @@ def overview(request: HttpRequest) -> HttpResponse:
             "gpus": _live_figures(cluster.cards),
             "ready": sum(card.node.state == NodeState.READY for card in cluster.cards),
         },
+    )
+
+
+@staff_page
+def overview_stats(request: HttpRequest) -> JsonResponse:
+    """The overview's request figures, which the page fetches again every 10 s (they come
+    from the request log, not from the live feed's events)."""
+    stats = recent_requests(timezone.now())
+    return JsonResponse(
+        {
+            "requests": stats.requests,
+            "per_second": round(stats.per_second, 2),
+            "error_pct": round(stats.error_pct, 1),
+            **{name: round(ms) for name, ms in stats.latency_ms.items()},
+        }
     )
 
 
@@ -115,28 +131,3 @@ def readiness_run(request: HttpRequest) -> HttpResponse:
     else:
         messages.success(request, "Readiness checklist started; this page follows it.")
     return redirect("dashboard:readiness")
-
-
-def _coming(request: HttpRequest, title: str) -> HttpResponse:
-    return render(request, "dashboard/coming_soon.html", {"page_title": title})
-
-
-# Stubs the analytics pages replace (dashboard/analytics_views.py or their own modules).
-@staff_page
-def latency(request: HttpRequest) -> HttpResponse:
-    return _coming(request, "Latency")
-
-
-@staff_page
-def usage(request: HttpRequest) -> HttpResponse:
-    return _coming(request, "Keys & usage")
-
-
-@staff_page
-def requests(request: HttpRequest) -> HttpResponse:
-    return _coming(request, "Request log")
-
-
-@user_page
-def chat(request: HttpRequest) -> HttpResponse:
-    return _coming(request, "Chat")

@@ -98,9 +98,19 @@ def test_the_overview_shows_the_cluster_and_a_card_per_node(
     page = staff.get("/").content.decode()
 
     assert "tier 1 · cache" in page
-    assert re.search(r"Requests/s · 5 min</div><div class=\"value num\">0.33<", page)
-    assert re.search(r"Error rate \(5xx\)</div><div class=\"value num\">2.0<", page)
-    assert ">50<small> ms" in page and ">95<small> ms" in page and ">99<small> ms" in page
+    assert 'data-stat="per_second">0.33<' in page
+    assert 'data-stat="error_pct">2.0<' in page
+    assert 'data-stat="p50">50<' in page and 'data-stat="p95">95<' in page
+    assert 'data-stat="p99">99<' in page
+    stats = staff.get(reverse("dashboard:overview_stats")).json()
+    assert stats == {
+        "requests": 100,
+        "per_second": 0.33,
+        "error_pct": 2.0,
+        "p50": 50,
+        "p95": 95,
+        "p99": 99,
+    }
     card = page[page.index('data-node="gpu1"') : page.index('data-node="gpu2"')]
     assert "badge-READY" in card and "2 / 4" in card and "1 / 8" in card
     assert 'tag tag-loaded" title="loaded">qwen3-32b' in card
@@ -115,7 +125,12 @@ def test_the_overview_says_what_to_do_without_nodes(
 ) -> None:
     page = staff.get("/").content.decode()
     assert "No nodes yet" in page and "clawdbot onboard" in page
-    assert "–<small> ms" in page  # no requests: no percentiles, not zeros
+    assert 'data-stat="p99">–<' in page  # no requests: no percentiles, not zeros
+    assert staff.get(reverse("dashboard:overview_stats")).json() == {
+        "requests": 0,
+        "per_second": 0.0,
+        "error_pct": 0.0,
+    }
 
 
 @pytest.mark.parametrize("nodes", [1, 6])
@@ -137,6 +152,8 @@ def test_the_overview_costs_the_same_queries_for_any_number_of_nodes(
         assert staff.get("/").status_code == 200
     with django_assert_num_queries(SESSION + 2):
         assert staff.get(reverse("dashboard:nodes")).status_code == 200
+    with django_assert_num_queries(SESSION + 4):
+        assert staff.get(reverse("dashboard:overview_stats")).status_code == 200
 
 
 def test_the_node_page_shows_probes_transitions_heals_and_gpu_history(
@@ -270,7 +287,7 @@ def test_pages_need_a_login_and_staff_rights_except_chat(
     user = django_user_model.objects.create_user("ann", password="pw-12345678")
     client.force_login(user)
     assert client.get("/")["Location"] == reverse("dashboard:chat")
-    for name in ("nodes", "readiness", "latency", "usage", "requests"):
+    for name in ("nodes", "readiness", "latency", "usage", "requests", "overview_stats"):
         assert client.get(reverse(f"dashboard:{name}")).status_code == 403, name
     assert client.get(reverse("dashboard:chat")).status_code == 200
 

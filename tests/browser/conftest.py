@@ -48,7 +48,7 @@ def chromium() -> str:
 
 # Package scope, not session: while Playwright's sync API is open it keeps an asyncio loop
 # running on the main thread, which the rest of the suite (async tests, Django's async-safety
-# check) must not inherit; and the worker below would take tasks meant for other tests' own.
+# check) must not inherit.
 @pytest.fixture(scope="package")
 def browser(chromium: str) -> Iterator[Browser]:
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
@@ -60,10 +60,10 @@ def browser(chromium: str) -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture(scope="package")
-def control_plane(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
-    """A worker and beat for all the browser tests: they read whatever the test database
-    holds at the moment, so each test's own node is probed as soon as it is committed."""
+@pytest.fixture
+def control_plane(transactional_db: None) -> Iterator[None]:
+    """A worker and beat for one test, stopped before the test database is flushed: one
+    still probing would hold row locks that the flush's TRUNCATE deadlocks against."""
     worker = CeleryProcess("worker", env=FAST_CONTROL)
     beat = CeleryProcess("beat", env=FAST_CONTROL)
     yield
@@ -72,9 +72,8 @@ def control_plane(django_db_setup: None, django_db_blocker: object) -> Iterator[
 
 
 @pytest.fixture(scope="package")
-def h200_agent(
-    control_plane: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
+def h200_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """The node's agent, for all the browser tests: it writes to Redis only."""
     agent = AgentProcess(
         NODE,
         tmp_path_factory.mktemp("agent"),
@@ -89,6 +88,7 @@ def h200_agent(
 def console(
     transactional_db: None,
     gateway: GatewayProcess,
+    control_plane: None,
     h200_agent: AgentProcess,
     simulator: Callable[..., SimProcess],
 ) -> Console:
@@ -114,7 +114,8 @@ def console(
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
-    context.set_default_timeout(10_000)
+    # Generous: CI machines are shared, and a page load there can take seconds.
+    context.set_default_timeout(20_000)
     page = context.new_page()
     yield page
     context.close()

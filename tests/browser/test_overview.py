@@ -52,7 +52,7 @@ def test_a_killed_node_turns_degraded_on_the_open_page(page: Page, console: Cons
     page.evaluate("window.__sameDocument = true")
 
     console.sim.stop()
-    expect(state).to_have_text(re.compile("DEGRADED|DOWN"), timeout=10_000)
+    expect(state).to_have_text(re.compile("DEGRADED|DOWN"), timeout=15_000)
     assert page.evaluate("window.__sameDocument === true")
     expect(page.locator(f'[data-node="{NODE}"] [data-field="error"]')).not_to_be_empty()
     screenshot(page, "overview-degraded")

@@ -40,7 +40,7 @@ def test_every_page_fits_a_phone_and_a_desktop(browser: Browser, console: Consol
     overflows: dict[str, list[str]] = {}
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(20_000)
         page = context.new_page()
         try:
             log_in(page, console)

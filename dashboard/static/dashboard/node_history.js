@@ -49,6 +49,12 @@
         build(q);
       }
       const d = data[q.key];
+      // Minute samples, then live readings every 5 s: a silence longer than a sample's
+      // interval is a gap in the line, not a straight line across it.
+      if (d[0].length && t - d[0][d[0].length - 1] > 90) {
+        d[0].push(t - 1);
+        for (let i = 1; i < d.length; i++) d[i].push(null);
+      }
       d[0].push(t);
       gpus.forEach(function (index, i) {
         const g = e.gpus.find(function (x) { return x.index === index; });
@@ -60,6 +66,26 @@
         series: gpus.map(function (g) { return { label: "GPU " + g, unit: q.unit }; }), data: d, yRange: q.range,
       });
     });
+  });
+
+  document.addEventListener("clawdbot:state", function (ev) {
+    const e = ev.detail;
+    if (e.node !== node || e.state === e.previous) return;  // draining and undraining keep the state
+    const empty = document.getElementById("no-transitions");
+    if (empty) empty.remove();
+    const li = document.createElement("li");
+    const badge = document.createElement("span");
+    badge.className = "badge badge-" + e.state;
+    badge.textContent = e.state;
+    const before = document.createElement("span");
+    before.className = "muted";
+    before.textContent = "from " + e.previous;
+    const when = document.createElement("time");
+    when.className = "when small muted";
+    when.dateTime = e.at;
+    when.textContent = new Date(e.at).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    li.append(badge, before, when);
+    document.getElementById("transitions").prepend(li);
   });
 
   document.addEventListener("clawdbot:probe", function (ev) {

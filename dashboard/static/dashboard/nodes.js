@@ -109,6 +109,7 @@
       return;
     }
     setState(e.node, e.state);
+    document.dispatchEvent(new CustomEvent("clawdbot:state", { detail: e }));
     fields(e.node, "flags").forEach(function (el) {
       el.hidden = e.enabled && !e.draining;
       el.textContent = !e.enabled ? "disabled" : e.draining ? "draining: finishing its requests, taking no new ones" : "";

@@ -1,21 +1,25 @@
 """Reads for the latency and usage pages, each a fixed number of bounded queries.
 
-The 15-minute and 1-hour windows aggregate the request log itself (at most about an hour of
-rows, through the created_at index), so they are live to the last flush. The 24-hour and
-7-day windows add up the rollups (dashboard.rollups): quarter-hour rows for a day, hour
-rows for a week, so a page reads thousands of rows, not millions. Either way the database
-returns bucket counts and sums, and dashboard.histogram turns them into percentiles."""
+A window reads the rollups (dashboard.rollups) at the grain of its charts' points: minute
+rows for 15 minutes and an hour, quarter-hour rows for a day, hour rows for a week, so a
+page reads thousands of rows, not millions. To that it adds the log rows the rollups have not
+taken in yet (past the watermark: the seconds since the last refresh), aggregated the same
+way, so every window is live to the last flush. The database returns bucket counts and
+sums; dashboard.histogram turns them into percentiles. The watermark, the rollups and the
+tail are read in one snapshot (REPEATABLE READ on PostgreSQL), so a refresh committing
+meanwhile neither doubles nor drops rows."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
-from django.db.models.functions import TruncMinute
 
 from dashboard.histogram import (
     BOUNDS,
@@ -26,10 +30,8 @@ from dashboard.histogram import (
     stats_from_row,
 )
 from dashboard.models import Grain, KeyUsageRollup, LatencyRollup, RollupWatermark
-from dashboard.rollups import key_aggregates, log_aggregates
+from dashboard.rollups import KEY_COLUMNS, key_aggregates, log_aggregates, truncate
 from gateway.models import ApiKey, RequestLog
-
-Source = Literal["log", "quarter", "hour"]
 
 
 @dataclass(frozen=True)
@@ -37,17 +39,20 @@ class Window:
     key: str
     label: str
     span: timedelta
-    source: Source
-    step: timedelta  # one point of the charts over time
+    grain: Grain  # the rollup rows it reads; also its charts' step
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(seconds=int(self.grain))
 
 
 WINDOWS = {
     w.key: w
     for w in (
-        Window("15m", "15 min", timedelta(minutes=15), "log", timedelta(minutes=1)),
-        Window("1h", "1 h", timedelta(hours=1), "log", timedelta(minutes=1)),
-        Window("24h", "24 h", timedelta(hours=24), "quarter", timedelta(minutes=15)),
-        Window("7d", "7 d", timedelta(days=7), "hour", timedelta(hours=1)),
+        Window("15m", "15 min", timedelta(minutes=15), Grain.MINUTE),
+        Window("1h", "1 h", timedelta(hours=1), Grain.MINUTE),
+        Window("24h", "24 h", timedelta(hours=24), Grain.QUARTER),
+        Window("7d", "7 d", timedelta(days=7), Grain.HOUR),
     )
 }
 DEFAULT_WINDOW = "1h"
@@ -86,15 +91,58 @@ def _log_aggregates() -> dict[str, Any]:
     return {**log_aggregates(only_ok=True), "s_errors": Count("id", filter=Q(status__gte=400))}
 
 
-def _source(window: Window, since: datetime) -> tuple[QuerySet[Any], dict[str, Any], Any]:
-    """The rows a window reads, their aggregates, and the expression of a row's minute (or
-    hour)."""
-    if window.source == "log":
-        rows: QuerySet[Any] = RequestLog.objects.filter(created_at__gte=since)
-        return rows, _log_aggregates(), TruncMinute("created_at")
-    grain = Grain.QUARTER if window.source == "quarter" else Grain.HOUR
-    rows = LatencyRollup.objects.filter(grain=grain, start__gte=since)
-    return rows, rollup_aggregates(), "start"
+@dataclass(frozen=True)
+class Source:
+    """One place a window's numbers come from: its rows, their aggregates (the same `s_`
+    names either way) and the expression of a row's time."""
+
+    rows: QuerySet[Any]
+    aggregates: dict[str, Any]
+    moment: Any
+
+
+def sources(
+    window: Window, since: datetime, last_id: int, *, keys: bool = False
+) -> tuple[Source, Source]:
+    """The window's rollup rows, and the log rows past the watermark (the live tail)."""
+    tail = RequestLog.objects.filter(created_at__gte=since, id__gt=last_id)
+    moment = truncate(window.grain, "created_at")
+    if keys:
+        summed = {f"s_{n}": Sum(n) for n in KEY_COLUMNS}
+        return (
+            Source(
+                KeyUsageRollup.objects.filter(grain=window.grain, start__gte=since),
+                summed,
+                F("start"),
+            ),
+            Source(tail, key_aggregates(), moment),
+        )
+    return (
+        Source(
+            LatencyRollup.objects.filter(grain=window.grain, start__gte=since),
+            rollup_aggregates(),
+            F("start"),
+        ),
+        Source(tail, _log_aggregates(), moment),
+    )
+
+
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """Reads that see one state of the database: the watermark, the rollups and the tail
+    must agree. Inside a transaction already (a test), that one's reads are used as they are."""
+    if connection.in_atomic_block or connection.vendor != "postgresql":
+        yield  # SQLite: a transaction's reads are already serializable
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def watermark() -> tuple[int, datetime | None]:
+    mark = RollupWatermark.objects.filter(pk=1).values_list("last_id", "refreshed_at").first()
+    return mark if mark is not None else (0, None)
 
 
 @dataclass(frozen=True)
@@ -130,37 +178,38 @@ class LatencyReport:
 def latency_report(
     window: Window, *, now: datetime, model: str = "", node: str = ""
 ) -> LatencyReport:
-    """Three queries: the window by model, node and status; the window over time (for the
-    chosen model and node); the rollups' last refresh."""
-    since = floor_time(
-        now - window.span, window.step if window.source != "log" else timedelta(minutes=1)
-    )
-    rows, aggregates, moment = _source(window, since)
-    breakdown = [
-        (r["g_model"], r["g_node"], r["g_status"], stats_from_row(r))
-        for r in rows.values(g_model=_f("model"), g_node=_f("node"), g_status=_f("status"))
-        .annotate(**aggregates)
-        .order_by()
-    ]
+    """Five queries: the watermark; then from the rollups and from the tail each, the window
+    by model, node and status, and the window over time for the chosen model and node."""
+    since = floor_time(now - window.span, window.step)
+    breakdown: list[tuple[str, str, int, Stats]] = []
+    per_moment: list[tuple[datetime, Stats]] = []
+    with one_snapshot():
+        last_id, rolled_up_at = watermark()
+        for source in sources(window, since, last_id):
+            breakdown += [
+                (r["g_model"], r["g_node"], r["g_status"], stats_from_row(r))
+                for r in source.rows.values(
+                    g_model=F("model"), g_node=F("node"), g_status=F("status")
+                )
+                .annotate(**source.aggregates)
+                .order_by()
+            ]
+            over_time = source.rows
+            if model:
+                over_time = over_time.filter(model=model)
+            if node:
+                over_time = over_time.filter(node=node)
+            per_moment += [
+                (r["g_at"], stats_from_row(r))
+                for r in over_time.values(g_at=source.moment)
+                .annotate(**source.aggregates)
+                .order_by()
+            ]
     chosen = [
         (m, n, status, s)
         for m, n, status, s in breakdown
         if (not model or m == model) and (not node or n == node)
     ]
-    over_time = rows
-    if model:
-        over_time = over_time.filter(model=model)
-    if node:
-        over_time = over_time.filter(node=node)
-    per_moment = [
-        (r["g_at"], stats_from_row(r))
-        for r in over_time.values(g_at=_f(moment)).annotate(**aggregates).order_by("g_at")
-    ]
-    rolled_up_at = None
-    if window.source != "log":
-        rolled_up_at = (
-            RollupWatermark.objects.filter(pk=1).values_list("refreshed_at", flat=True).first()
-        )
     return LatencyReport(
         window=window,
         since=since,
@@ -177,10 +226,6 @@ def latency_report(
         points=points(per_moment, window.step, since),
         rolled_up_at=rolled_up_at,
     )
-
-
-def _f(expression: Any) -> Any:
-    return F(expression) if isinstance(expression, str) else expression
 
 
 def groups(named: Iterable[tuple[str, Stats]]) -> list[Group]:
@@ -310,38 +355,47 @@ TOP_KEYS = 6
 
 
 def usage_report(window: Window, *, now: datetime) -> UsageReport:
-    """Three queries: per key over the window, per key and moment, the keys' names."""
+    """Six queries: the watermark; from the rollups and the tail each, per key and per key
+    and moment; the keys' names."""
     step = window.step
-    since = floor_time(now - window.span, step if window.source != "log" else timedelta(minutes=1))
-    rows: QuerySet[Any]
-    moment: Any
-    if window.source == "log":
-        rows = RequestLog.objects.filter(created_at__gte=since)
-        aggregates, moment = key_aggregates(), TruncMinute("created_at")
-    else:
-        grain = Grain.QUARTER if window.source == "quarter" else Grain.HOUR
-        rows = KeyUsageRollup.objects.filter(grain=grain, start__gte=since)
-        aggregates = {
-            f"s_{n}": Sum(n) for n in ("requests", "errors", "prompt_tokens", "completion_tokens")
-        }
-        moment = "start"
-    totals = list(rows.values(g_key=_f("key_prefix")).annotate(**aggregates).order_by())
-    over_time = list(
-        rows.values(g_key=_f("key_prefix"), g_at=_f(moment)).annotate(**aggregates).order_by()
-    )
+    since = floor_time(now - window.span, step)
+    totals: list[dict[str, Any]] = []
+    over_time: list[dict[str, Any]] = []
+    with one_snapshot():
+        last_id, _ = watermark()
+        for source in sources(window, since, last_id, keys=True):
+            totals += (
+                source.rows.values(g_key=F("key_prefix")).annotate(**source.aggregates).order_by()
+            )
+            over_time += (
+                source.rows.values(g_key=F("key_prefix"), g_at=source.moment)
+                .annotate(**source.aggregates)
+                .order_by()
+            )
+    merged = merge_keys(totals)
     names = {
         k["prefix"]: k
-        for k in ApiKey.objects.filter(
-            prefix__in=[t["g_key"] for t in totals if t["g_key"]]
-        ).values("prefix", "name", "owner__username")
+        for k in ApiKey.objects.filter(prefix__in=[p for p in merged if p]).values(
+            "prefix", "name", "owner__username"
+        )
     }
     keys = sorted(
-        (key_usage(t, names.get(t["g_key"])) for t in totals),
+        (key_usage(total, names.get(prefix)) for prefix, total in merged.items()),
         key=lambda k: (-k.requests, k.prefix),
     )
     top = [k.prefix for k in keys[:TOP_KEYS]]
     xs, requests, tokens, errors = usage_points(over_time, top, since, step)
     return UsageReport(window, since, keys, xs, requests, tokens, errors)
+
+
+def merge_keys(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-key sums from rollup and tail rows, by prefix."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        into = merged.setdefault(row["g_key"], {"g_key": row["g_key"]})
+        for name in ("s_requests", "s_errors", "s_prompt_tokens", "s_completion_tokens"):
+            into[name] = into.get(name, 0) + int(row[name] or 0)
+    return merged
 
 
 def key_usage(total: Mapping[str, Any], key: Mapping[str, Any] | None) -> KeyUsage:

@@ -1,7 +1,7 @@
 """Rollups of the request log for the console's latency and usage pages.
 
 At millions of request-log rows a day's percentiles cannot be computed from the rows within a
-page's time budget, so `dashboard.rollups.refresh` sums them into quarter-hour and hour rows
+page's time budget, so `dashboard.rollups.refresh` sums them into minute, quarter-hour and hour rows
 (counts, sums and histogram bucket counts); the pages add up those rows instead. Rows are
 recomputed from the log, never incremented, so a refresh can run again at any time."""
 
@@ -14,12 +14,13 @@ from dashboard.histogram import LATENCY_FIELDS, TTFT_FIELDS
 
 
 class Grain(models.IntegerChoices):
+    MINUTE = 60, "minute"
     QUARTER = 900, "quarter-hour"
     HOUR = 3600, "hour"
 
 
 class LatencyRollup(models.Model):
-    """Requests of one model on one node with one status in one quarter-hour or hour. The
+    """Requests of one model on one node with one status in one minute, quarter-hour or hour. The
     histogram columns (lat_00…, ttft_00…, see dashboard.histogram) count every request of the
     row; the pages read them from successful rows only."""
 
@@ -53,7 +54,7 @@ for _field in (*LATENCY_FIELDS, *TTFT_FIELDS):
 
 class KeyUsageRollup(models.Model):
     """Requests, errors and tokens of one API key (or of single sign-on tokens: an empty
-    prefix) in one quarter-hour or hour."""
+    prefix) in one minute, quarter-hour or hour."""
 
     grain = models.PositiveIntegerField(choices=Grain.choices)
     start = models.DateTimeField()

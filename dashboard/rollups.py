@@ -1,12 +1,13 @@
 """Keep the request-log rollups (dashboard.models) up to date with the log.
 
 `refresh` finds the log rows added since the watermark, and recomputes from the log every
-quarter-hour those rows fall in (and from the quarters, every hour), then moves the
-watermark: a late row (a flush after a database outage) reopens its own quarter-hour,
-nothing else is touched, and running it twice changes nothing. Quarter-hours, not minutes:
-the day's charts have a point per quarter-hour, and a day is then 96 rows per model, node and
-status instead of 1,440. The aggregation is one INSERT … SELECT per table,
-written with the ORM so it runs on PostgreSQL and SQLite alike."""
+minute, quarter-hour and hour those rows fall in, then moves the watermark: a late row (a
+flush after a database outage) reopens only its own minute, quarter and hour, and running it
+twice changes nothing. Each window reads the coarsest grain that still gives its charts
+their points: minutes for the last hour, quarter-hours for a day (96 rows per model, node
+and status instead of 1,440), hours for a week. The log rows past the watermark (the last
+seconds) are read live by the pages (dashboard.analytics). The aggregation is one
+INSERT … SELECT per table, written with the ORM so it runs on PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, TruncHour
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 from django.utils import timezone
 
 from dashboard.histogram import BOUNDS, LATENCY_FIELDS, TTFT_FIELDS
@@ -42,7 +43,8 @@ from gateway.models import RequestLog
 
 log = logging.getLogger(__name__)
 QUARTER = timedelta(minutes=15)
-HOUR = timedelta(hours=1)
+# Minute rows serve the 15-minute and 1-hour windows only; the task drops older ones.
+KEEP_MINUTES = timedelta(hours=2)
 # A backfill (the first refresh over an existing log) recomputes at most this much log time per
 # transaction, so no single statement holds locks for long.
 CHUNK = timedelta(hours=6)
@@ -67,8 +69,12 @@ class TruncQuarter(Func):
         return self.as_sql(
             compiler,
             connection,
-            template="(strftime('%%Y-%%m-%%d %%H:', %(expressions)s) || printf('%%02d', "
-            "(CAST(strftime('%%M', %(expressions)s) AS INTEGER) / 15) * 15) || ':00')",
+            # No '%' in it: SQLite's debug cursor formats the SQL once more.
+            template="(substr(%(expressions)s, 1, 14) || CASE "
+            "WHEN CAST(substr(%(expressions)s, 15, 2) AS INTEGER) < 15 THEN '00' "
+            "WHEN CAST(substr(%(expressions)s, 15, 2) AS INTEGER) < 30 THEN '15' "
+            "WHEN CAST(substr(%(expressions)s, 15, 2) AS INTEGER) < 45 THEN '30' "
+            "ELSE '45' END || ':00')",
             **extra,
         )
 
@@ -157,81 +163,41 @@ def _ordered(query: QuerySet[Any], group: dict[str, Any], sums: dict[str, Any]) 
     return query.annotate(**group).values(*group).annotate(**sums).order_by()
 
 
-def _recompute_quarters(start: datetime, end: datetime) -> None:
-    LatencyRollup.objects.filter(grain=Grain.QUARTER, start__gte=start, start__lt=end).delete()
-    KeyUsageRollup.objects.filter(grain=Grain.QUARTER, start__gte=start, start__lt=end).delete()
-    rows = RequestLog.objects.filter(created_at__gte=start, created_at__lt=end)
+def truncate(grain: Grain, field: str) -> Any:
+    """The SQL expression of a time's minute, quarter-hour or hour."""
+    if grain == Grain.MINUTE:
+        return TruncMinute(field)
+    if grain == Grain.QUARTER:
+        return TruncQuarter(field)
+    return TruncHour(field)
+
+
+def _recompute(grain: Grain, start: datetime, end: datetime, top: int) -> None:
+    """Rows of `grain` from `start` to `end`, from the log rows up to id `top` (what the
+    watermark will say is in; later rows are the pages' live tail until the next refresh)."""
+    LatencyRollup.objects.filter(grain=grain, start__gte=start, start__lt=end).delete()
+    KeyUsageRollup.objects.filter(grain=grain, start__gte=start, start__lt=end).delete()
+    rows = RequestLog.objects.filter(created_at__gte=start, created_at__lt=end, id__lte=top)
     group = {
-        "g_grain": Value(int(Grain.QUARTER)),
-        "g_start": TruncQuarter("created_at"),
+        "g_grain": Value(int(grain)),
+        "g_start": truncate(grain, "created_at"),
         "g_model": F("model"),
         "g_node": F("node"),
         "g_status": F("status"),
     }
-    sums = log_aggregates()
     _insert_select(
         LatencyRollup,
-        _ordered(rows, group, sums),
+        _ordered(rows, group, log_aggregates()),
         ["grain", "start", "model", "node", "status", *ROLLUP_COLUMNS],
     )
     key_group = {
-        "g_grain": Value(int(Grain.QUARTER)),
-        "g_start": TruncQuarter("created_at"),
-        "g_key": F("key_prefix"),
-    }
-    key_sums = key_aggregates()
-    _insert_select(
-        KeyUsageRollup,
-        _ordered(rows, key_group, key_sums),
-        ["grain", "start", "key_prefix", *KEY_COLUMNS],
-    )
-
-
-def _recompute_hours(start: datetime, end: datetime) -> None:
-    LatencyRollup.objects.filter(grain=Grain.HOUR, start__gte=start, start__lt=end).delete()
-    KeyUsageRollup.objects.filter(grain=Grain.HOUR, start__gte=start, start__lt=end).delete()
-    quarters = LatencyRollup.objects.filter(grain=Grain.QUARTER, start__gte=start, start__lt=end)
-    group = {
-        "g_grain": Value(int(Grain.HOUR)),
-        "g_start": TruncHour("start"),
-        "g_model": F("model"),
-        "g_node": F("node"),
-        "g_status": F("status"),
-    }
-    sums: dict[str, Any] = {
-        "s_requests": Sum("requests"),
-        "s_latency_max": Max("latency_max"),
-        "s_ttft_max": Max("ttft_max"),
-    }
-    summed = ["prompt_tokens", "completion_tokens", "gen_tokens", "gen_ms"]
-    summed += [*LATENCY_FIELDS, *TTFT_FIELDS]
-    sums.update({f"s_{name}": Sum(name) for name in summed})
-    _insert_select(
-        LatencyRollup,
-        _ordered(quarters, group, sums),
-        [
-            "grain",
-            "start",
-            "model",
-            "node",
-            "status",
-            "requests",
-            "latency_max",
-            "ttft_max",
-            *summed,
-        ],
-    )
-    key_quarters = KeyUsageRollup.objects.filter(
-        grain=Grain.QUARTER, start__gte=start, start__lt=end
-    )
-    key_group = {
-        "g_grain": Value(int(Grain.HOUR)),
-        "g_start": TruncHour("start"),
+        "g_grain": Value(int(grain)),
+        "g_start": truncate(grain, "created_at"),
         "g_key": F("key_prefix"),
     }
     _insert_select(
         KeyUsageRollup,
-        _ordered(key_quarters, key_group, {f"s_{n}": Sum(n) for n in KEY_COLUMNS}),
+        _ordered(rows, key_group, key_aggregates()),
         ["grain", "start", "key_prefix", *KEY_COLUMNS],
     )
 
@@ -241,10 +207,13 @@ def floor_to(moment: datetime, step: timedelta) -> datetime:
     return moment.replace(microsecond=0) - timedelta(seconds=int(moment.timestamp()) % seconds)
 
 
-def refresh() -> Refreshed:
+def refresh(now: datetime | None = None) -> Refreshed:
     """Take in the log rows added since the last refresh. One refresh at a time: the
-    watermark row is locked for the whole of it."""
+    watermark row is locked for the whole of it. Each grain is recomputed from the log (not
+    from a finer grain, which is pruned sooner); minutes only within KEEP_MINUTES of now,
+    the only minutes a page reads."""
     started = time.monotonic()
+    now = now or timezone.now()
     RollupWatermark.objects.get_or_create(pk=1)
     with transaction.atomic():
         mark = RollupWatermark.objects.select_for_update().get(pk=1)
@@ -253,19 +222,20 @@ def refresh() -> Refreshed:
         )
         if new["top"] is None:
             return Refreshed(rows=0, since=None, ms=(time.monotonic() - started) * 1000)
-        first = floor_to(new["first"], QUARTER)
-        end = floor_to(new["last"], QUARTER) + QUARTER
-        chunk_start = first
-        while chunk_start < end:
-            chunk_end = min(chunk_start + CHUNK, end)
-            _recompute_quarters(chunk_start, chunk_end)
-            chunk_start = chunk_end
-        hour_start = floor_to(first, HOUR)
-        hour_end = floor_to(end - QUARTER, HOUR) + HOUR
-        _recompute_hours(hour_start, hour_end)
+        for grain in (Grain.MINUTE, Grain.QUARTER, Grain.HOUR):
+            step = timedelta(seconds=int(grain))
+            start = floor_to(new["first"], step)
+            end = floor_to(new["last"], step) + step
+            if grain == Grain.MINUTE:
+                start = max(start, floor_to(now - KEEP_MINUTES, step))
+            while start < end:
+                chunk_end = min(start + CHUNK, end)
+                _recompute(grain, start, chunk_end, new["top"])
+                start = chunk_end
         mark.last_id = new["top"]
         mark.refreshed_at = timezone.now()
         mark.save(update_fields=["last_id", "refreshed_at"])
+    first = floor_to(new["first"], QUARTER)
     ms = (time.monotonic() - started) * 1000
     log.info("rollups took in %d request logs from %s in %.0f ms", new["n"], first, ms)
     return Refreshed(rows=new["n"], since=first, ms=ms)

@@ -7,8 +7,10 @@ from django.utils import timezone
 
 from dashboard import rollups
 from dashboard.models import Grain, KeyUsageRollup, LatencyRollup
+from dashboard.rollups import KEEP_MINUTES
 
-# Quarter-hour rows serve the 24-hour window only; hour rows serve the week and are kept longer.
+# Minute rows serve the hour, quarter-hour rows the day, hour rows the week (and are kept
+# longer, for a look back).
 KEEP_QUARTERS = timedelta(days=2)
 KEEP_HOURS = timedelta(days=35)
 
@@ -20,6 +22,7 @@ def refresh_rollups() -> int:
     refreshed = rollups.refresh()
     now = timezone.now()
     for model in (LatencyRollup, KeyUsageRollup):
+        model.objects.filter(grain=Grain.MINUTE, start__lt=now - KEEP_MINUTES).delete()
         model.objects.filter(grain=Grain.QUARTER, start__lt=now - KEEP_QUARTERS).delete()
         model.objects.filter(grain=Grain.HOUR, start__lt=now - KEEP_HOURS).delete()
     return refreshed.rows

@@ -33,24 +33,27 @@ def test_each_key_with_its_name_requests_tokens_and_errors(
     rows += [log_row(now - timedelta(minutes=3), key_prefix="", subject="ann")]
     rows += [log_row(now - timedelta(minutes=4), key_prefix=f"gone{i:04d}") for i in range(8)]
     add_rows(*rows)
-    # session, user, per key, per key and minute, the keys' names
-    with django_assert_num_queries(5):
+    rollups.refresh()
+    add_rows(log_row(now - timedelta(minutes=1), key_prefix=bot.prefix))  # the live tail
+    # session, user, the watermark, per key and per key and minute from the rollups and
+    # from the tail, the keys' names
+    with django_assert_num_queries(8):
         response = admin_client.get(URL, {"window": "15m"})
     report: UsageReport = response.context["report"]
     first = report.keys[0]
     assert (first.prefix, first.name, first.requests, first.errors) == (
         bot.prefix,
         "support-bot",
-        9,
+        10,
         1,
     )
-    assert first.completion_tokens == 8 * 70 and first.prompt_tokens == 90
+    assert first.completion_tokens == 9 * 70 and first.prompt_tokens == 100
     sso = next(k for k in report.keys if k.prefix == "")
     assert sso.name == "single sign-on tokens"
     assert next(k for k in report.keys if k.prefix == "gone0000").name == "(deleted key)"
     # The chart: six busiest keys by name, the other three as "other"; errors per point.
     assert len(report.requests) == 7 and "other" in report.requests
-    assert sum(sum(v) for v in report.requests.values()) == 18
+    assert sum(sum(v) for v in report.requests.values()) == 19
     assert sum(report.errors) == 1
     assert bot.prefix in response.content.decode()
 

@@ -494,6 +494,7 @@ async def _vllm_stream(
         emitted += 1
     if await maybe_drop(request, state, response, emitted, _vllm_drop_tail()):
         return response
+    _keep_answer(generation, plan, shape)
     await response.write(chunk({} if shape == "chat" else {"text": ""}, _finish_reason(plan)))
     if common.include_usage:
         await response.write(sse_event({**base, "choices": [], "usage": _usage(common, plan)}))

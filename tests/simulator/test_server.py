@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from simulator.engine import PREFIX_BLOCK_TOKENS, chat_prefix_text, prefix_block_hashes
 from tests.simulators import REPO_ROOT, SimProcess, start_simulator
 
 pytestmark = pytest.mark.slow  # real servers and processes
@@ -650,3 +651,35 @@ def test_speed_set_at_runtime_slows_decoding(narrow: SimProcess) -> None:
     assert narrow.control(reset=True)["faults"]["speed"] == 1.0
     # 10 tokens at 20 ms (A10) against 40 ms each: a factor of 2, with room for scheduling.
     assert slowed > 1.6 * before
+
+
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+def test_a_streamed_answer_is_cached_for_the_next_turn(api: str) -> None:
+    args = (
+        "--api", api, "--model", "qwen3:32b", "--preloaded", "--decode-ms", "0.1",
+        "--prefill-ms", "0.001", "--answer-tokens", "40", "--default-num-ctx", "8192",
+    )  # fmt: skip
+    path = "/api/chat" if api == "ollama" else "/v1/chat/completions"
+    with start_simulator(*args) as sim:
+        history = [{"role": "user", "content": LONG_QUESTION[:3000]}]
+        streamed = httpx.post(
+            sim.url + path, json={"model": "qwen3:32b", "messages": history, "stream": True}
+        )
+        if api == "ollama":
+            answer = "".join(c["message"]["content"] for c in ndjson(streamed))
+        else:
+            events = [e for e in sse(streamed) if e != "[DONE]"]
+            answer = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+        assert len(answer) > 150  # a few blocks of answer
+        history += [
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "Why?"},
+        ]
+        before = sim.stats()["prefix_cache"]["hit_tokens"]
+        body = {"model": "qwen3:32b", "messages": history, "stream": False}
+        httpx.post(sim.url + path, json=body).raise_for_status()
+        hit = sim.stats()["prefix_cache"]["hit_tokens"] - before
+        # Every whole block of the first prompt and its answer: the answer's blocks were kept.
+        kept = chat_prefix_text(history[:2])
+        assert hit == PREFIX_BLOCK_TOKENS * len(prefix_block_hashes(kept))
+        assert hit > PREFIX_BLOCK_TOKENS * len(prefix_block_hashes(chat_prefix_text(history[:1])))

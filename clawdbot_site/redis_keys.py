@@ -54,6 +54,7 @@ def rate_windows(kind: str = "*", key_id: str = "*") -> str:
 SPEED_PART = "speed:"  # hash per node|model: d, p (tokens/s of one sequence), n (samples), t
 OUTPUT_LEN_PART = "outlen"  # hash: model → its usual answer length (a running average)
 AFFINITY_PART = "aff:"  # string per prefix identity → the node that served (caches) it
+CONVERSATIONS_PART = "conv:"  # sorted set per node: live conversation's prefix → last turn
 AFFINITY_INDEX_PART = "affidx"  # sorted set: prefix identity → when recorded, oldest out first
 WORK_PART = "work:"  # hash per node: lease → "<started ms>:<work in decode tokens>"
 QUEUED_WORK_PART = "qwork:"  # hash per node: queued lease → its work in decode tokens
@@ -153,6 +154,7 @@ LUA_PARTS = frozenset(
         OUTPUT_LEN_PART,
         AFFINITY_PART,
         AFFINITY_INDEX_PART,
+        CONVERSATIONS_PART,
         SERVER_LOAD_PART,
     }
 )
@@ -217,6 +219,7 @@ TRANSIENT_PATTERNS = tuple(
         OUTPUT_LEN_PART,
         AFFINITY_PART + "*",
         AFFINITY_INDEX_PART,
+        CONVERSATIONS_PART + "*",
         SERVER_LOAD_PART + "*",
     )
 )

@@ -112,23 +112,34 @@ local aff_ttl = tonumber(ARGV[21])
 local aff_cap = tonumber(ARGV[22])
 local nrec = tonumber(ARGV[23])
 local nlook = tonumber(ARGV[24])
-local first = 25 + nrec + nlook * 2
+-- What the client waits for: a stream's reader sees tokens once the first arrives, so a
+-- stream is priced by its time to first token, and its decode only at `pace` of its time.
+local pace = tonumber(ARGV[25])
+local first = 26 + nrec + nlook * 2
 
 if output < 0 then  -- no max_tokens: the model's usual answer length
   output = tonumber(redis.call('HGET', p .. 'outlen', model) or '256')
 end
-local affine, cached = nil, 0
+local affine, cached, matched = nil, 0, nil
 if nlook > 0 then
   local keys = {}
-  for i = 0, nlook - 1 do keys[i + 1] = p .. 'aff:' .. ARGV[25 + nrec + i * 2] end
+  for i = 0, nlook - 1 do keys[i + 1] = p .. 'aff:' .. ARGV[26 + nrec + i * 2] end
   local found = redis.call('MGET', unpack(keys))
   for i = 1, nlook do
     if found[i] then
-      affine, cached = found[i], tonumber(ARGV[25 + nrec + (i - 1) * 2 + 1])
+      affine, cached = found[i], tonumber(ARGV[26 + nrec + (i - 1) * 2 + 1])
+      matched = ARGV[26 + nrec + (i - 1) * 2]
       break
     end
   end
 end
+-- A new conversation is placed for the turns still to come too: each node's live
+-- conversations (continued within CONVERSATION_IDLE_MS, in 'conv:') will keep it about as
+-- busy as the cluster's conversations keep it on average, so the slowdown it is priced
+-- with is at least that (conversations spread over the caches by speed, as a sticky
+-- placement would, instead of piling onto the fastest node while they think).
+local spread = nrec > 0 and affine == nil
+local CONVERSATION_IDLE_MS = 60000
 
 -- Each node's speed for this model: decode and prefill tokens per second of one sequence,
 -- learned from its answers (RELEASE), blended with the GPU-type prior while samples are few
@@ -137,11 +148,19 @@ end
 local nodes = {}
 local n = math.floor((#ARGV - first + 1) / 7)
 local sum_d, sum_p, sum_score = 0, 0, 0
+local sum_conversations, sum_busy = 0, 0
 for i = 0, n - 1 do
   local b = first + i * 7
   local node = {name = ARGV[b], maxc = tonumber(ARGV[b + 1]), qsize = tonumber(ARGV[b + 2]),
     score = tonumber(ARGV[b + 3]), live = tonumber(ARGV[b + 4]), busy = tonumber(ARGV[b + 5]),
     gpu = ARGV[b + 6], trust = 0, d = 0, pf = 0}
+  if spread then
+    node.conversations = redis.call('ZCOUNT', p .. 'conv:' .. node.name,
+      now - CONVERSATION_IDLE_MS, '+inf')
+    node.busy_now = redis.call('ZCOUNT', p .. 'slots:' .. node.name, now, '+inf')
+    sum_conversations = sum_conversations + node.conversations
+    sum_busy = sum_busy + node.busy_now
+  end
   local sk = p .. 'speed:' .. node.name .. '|' .. model
   local learned = redis.call('HMGET', sk, 'd', 'p', 'n', 't')
   if learned[1] then
@@ -153,6 +172,13 @@ for i = 0, n - 1 do
     sum_score = sum_score + node.score * node.trust
   end
   nodes[i + 1] = node
+end
+-- Sequences running per live conversation, cluster-wide now, and at least CONVERSATION_DUTY:
+-- while every user is thinking nothing runs, yet their next turns will.
+local CONVERSATION_DUTY = 0.3
+local per_conversation = CONVERSATION_DUTY
+if sum_conversations > 0 then
+  per_conversation = math.max(sum_busy / sum_conversations, CONVERSATION_DUTY)
 end
 local unit_d, unit_p = unit_prior, unit_prior * prefill_ratio
 if sum_score > 0 then unit_d, unit_p = sum_d / sum_score, sum_p / sum_score end
@@ -216,7 +242,7 @@ end
 local best, best_score, best_pref = nil, nil, false
 local second, second_score = nil, nil
 local qbest, qbest_score, qbest_pref, qbest_with_full, qbest_d = nil, nil, false, 0, 1
-local best_running, best_d = 0, 1
+local best_running, best_d, best_own, second_own, qbest_own = 0, 1, 0, 0, 0
 local alive = 0
 for _, node in ipairs(nodes) do
   local name, maxc = node.name, node.maxc
@@ -248,28 +274,34 @@ for _, node in ipairs(nodes) do
     if name == affine then hit = cached end
     -- Expected completion time: this request's prefill (less what the node has cached) and
     -- its decode, slowed by the sequences it would share the GPU with.
-    local running = inflight + extra
-    local own = math.max(prompt - hit, 0) / pf
-        + output / d * (1 + slowdown * math.min(running, maxc - 1))
+    local running_now = inflight + extra
+    local running = running_now
+    if spread then running = math.max(running, node.conversations * per_conversation) end
+    local prefill_s = math.max(prompt - hit, 0) / pf
+    local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
+    local own = prefill_s + decode_s
+    local objective = prefill_s + pace * decode_s
     local pref = prefer ~= '' and node.gpu == prefer
     if inflight + ahead + extra < maxc and not full then
-      if better(pref, own, best, best_pref, best_score) then
-        if best ~= nil then second, second_score = best, best_score end
-        best, best_score, best_pref, best_running, best_d = name, own, pref, running + 1, d
-      elseif second == nil or own < second_score then
-        second, second_score = name, own
+      if better(pref, objective, best, best_pref, best_score) then
+        if best ~= nil then second, second_score, second_own = best, best_score, best_own end
+        best, best_score, best_pref, best_d = name, objective, pref, d
+        best_own, best_running = own, running_now + 1
+      elseif second == nil or objective < second_score then
+        second, second_score, second_own = name, objective, own
       end
     elseif allow_queue and node.qsize > 0
         and ((queued_at == '' and waiting < node.qsize) or name == queued_at) then
       -- Waiting here may still beat a free slot on a slower node: the wait for a slot (from
       -- what runs here and when it should finish), then the request with the batch full.
-      local with_full = math.max(prompt - hit, 0) / pf
-          + output / d * (1 + slowdown * (maxc - 1))
-      local score = slot_wait(name, math.max(0, maxc - inflight), ahead, extra, with_full, d)
-          + with_full
-      if full then score = score + with_full end  -- its KV cache must drain first
+      local decode_full = output / d * (1 + slowdown * (maxc - 1))
+      local with_full = prefill_s + decode_full
+      local wait = slot_wait(name, math.max(0, maxc - inflight), ahead, extra, with_full, d)
+      if full then wait = wait + with_full end  -- its KV cache must drain first
+      local score = wait + prefill_s + pace * decode_full
       if better(pref, score, qbest, qbest_pref, qbest_score) then
         qbest, qbest_score, qbest_pref, qbest_with_full, qbest_d = name, score, pref, with_full, d
+        qbest_own = wait + with_full
       end
     end
   end
@@ -281,7 +313,7 @@ if best ~= nil and not queue_wins then
   redis.call('ZADD', p .. 'slots:' .. best, now + ttl, lease)
   -- When it started and its work in decode tokens, for the waits of requests after it.
   redis.call('HSET', p .. 'work:' .. best, lease,
-    string.format('%d:%.2f', now, best_score * best_d))
+    string.format('%d:%.2f', now, best_own * best_d))
   redis.call('PEXPIRE', p .. 'work:' .. best, ttl)
   if queued_at ~= '' then
     redis.call('ZREM', p .. 'queue:' .. queued_at, lease)
@@ -305,8 +337,8 @@ elseif qbest ~= nil then
     string.format('%.2f', qbest_with_full * qbest_d))
   redis.call('PEXPIRE', p .. 'qwork:' .. qbest, ttl)
   verdict, chosen = 'queued', qbest
-  if best ~= nil then second, second_score = best, best_score else second = nil end
-  best_score = qbest_score
+  if best ~= nil then second, second_own = best, best_own else second = nil end
+  best_own = qbest_own
 elseif alive == 0 then
   return {'ejected', '', '0', '0', '0'}
 else
@@ -315,9 +347,16 @@ end
 
 -- The chosen node will hold this prompt's prefix: remember it, bounded (oldest out first).
 for i = 0, nrec - 1 do
-  local id = ARGV[25 + i]
+  local id = ARGV[26 + i]
   redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
   redis.call('ZADD', p .. 'affidx', now, id)
+end
+if matched and nrec > 0 then  -- a conversation continued: live on the node it is now on
+  local ck = p .. 'conv:' .. chosen
+  redis.call('ZREM', p .. 'conv:' .. affine, matched)
+  redis.call('ZADD', ck, now, ARGV[26])
+  redis.call('ZREMRANGEBYSCORE', ck, '-inf', now - CONVERSATION_IDLE_MS)
+  redis.call('PEXPIRE', ck, CONVERSATION_IDLE_MS)
 end
 if nrec > 0 and redis.call('ZCARD', p .. 'affidx') > aff_cap then
   local popped = redis.call('ZPOPMIN', p .. 'affidx', 16)  -- member, score, member, ...
@@ -336,9 +375,10 @@ if check_rate then
     if redis.call('INCRBY', k, est) == est then redis.call('PEXPIRE', k, 130000) end
   end
 end
--- Why: the chosen node's expected seconds, the runner-up's, the node holding the prefix.
-return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t), tostring(best_score),
-  second or '', tostring(second_score or -1), affine or '', tostring(best_running),
+-- Why: the chosen node's expected seconds to complete, the runner-up's, the node holding
+-- the prefix and the tokens it holds, the sequences running there with this one.
+return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t), tostring(best_own),
+  second or '', tostring(second and second_own or -1), affine or '', tostring(best_running),
   tostring(cached)}
 """
 

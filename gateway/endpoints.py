@@ -60,11 +60,12 @@ def _routing(
     requested: int | None,
     plan: Plan,
     found: prefixes.Prefixes,
+    stream: bool,
 ) -> Request:
     """Without max_tokens the answer's length is unknown (the budget is the whole window):
     routing then takes the model's usual answer length."""
     output = plan.max_tokens if requested is not None else None
-    return Request(profile.model_id, prompt, output, found)
+    return Request(profile.model_id, prompt, output, found, stream)
 
 
 def _fallback(
@@ -104,7 +105,7 @@ def prepare(
             if settings.CLAWDBOT_AFFINITY
             else prefixes.NONE
         )
-        ex.routing = _routing(profile, prompt, chat.max_tokens, plan, found)
+        ex.routing = _routing(profile, prompt, chat.max_tokens, plan, found, chat.stream)
         return GenerationCall(chat, profile, plan)
     if endpoint == "completions":
         completion = validate_completion(payload)
@@ -123,7 +124,9 @@ def prepare(
             if settings.CLAWDBOT_AFFINITY
             else prefixes.NONE
         )
-        ex.routing = _routing(profile, prompt, completion.max_tokens, plan, found)
+        ex.routing = _routing(
+            profile, prompt, completion.max_tokens, plan, found, completion.stream
+        )
         return GenerationCall(completion, profile, plan)
     embedding = validate_embedding(payload)
     profile = _profile(snapshot, ex, embedding.model)

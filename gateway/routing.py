@@ -29,6 +29,9 @@ from gateway.snapshot import Route
 # the learned nodes set the scale for the rest.
 PRIOR_DECODE_PER_SCORE = 0.3
 PRIOR_PREFILL_RATIO = 60.0
+# A stream's reader starts on the first token: its decode time counts only this much in the
+# choice (time to first token, then reading pace), an answer without streaming counts whole.
+STREAM_PACE = 0.25
 MAX_SAMPLES = 1000.0  # the running average's sample count saturates here
 # Samples from answers this short say more about overheads than speed.
 MIN_DECODE_TOKENS = 4
@@ -43,6 +46,7 @@ class Request:
     prompt_tokens: int
     output_tokens: int | None  # max_tokens as clamped; None: the model's usual answer length
     prefixes: Prefixes = NONE
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ def admit_args(request: Request | None, policy: Policy, routes: list[Route]) -> 
         policy.affinity_max,
         len(prefixes.record),
         len(prefixes.lookups),
+        STREAM_PACE if request is not None and request.stream else 1.0,
         *prefixes.record,
     ]
     for identity, cached in prefixes.lookups:

@@ -49,9 +49,11 @@ def test_admit_arguments_carry_the_request_its_prefixes_and_seven_fields_a_node(
     request = routing.Request("m", 1000, None, found)
     args = routing.admit_args(request, DEFAULT_ROUTING, [route("x"), route("y")])
     assert args[:3] == ["m", 1000, -1]
-    assert args[10:13] == [1, 2, "rec"]
-    assert args[13:17] == ["a", 100, "b", 50]
-    assert len(args) == 17 + 2 * 7
+    assert args[10:14] == [1, 2, 1.0, "rec"]
+    assert args[14:18] == ["a", 100, "b", 50]
+    assert len(args) == 18 + 2 * 7
+    streamed = routing.Request("m", 1000, None, found, stream=True)
+    assert routing.admit_args(streamed, DEFAULT_ROUTING, [])[12] == routing.STREAM_PACE
     off = dataclasses.replace(DEFAULT_ROUTING, affinity=False)
     assert routing.admit_args(request, off, [])[10:12] == [0, 0]
 

@@ -188,3 +188,38 @@ async def test_waiting_for_a_much_faster_node_beats_a_free_slow_one(
     assert (granted.status, granted.node) == ("ok", "h100")
     work = redis_client.hgetall(redis_keys.PREFIX + redis_keys.WORK_PART + "h100")
     assert list(work) == [b"long"]  # the finished one's expected finish went with its slot
+
+
+async def test_new_conversations_spread_by_the_conversations_each_node_holds(
+    redis_client: redis.Redis,
+) -> None:
+    fast, slow = (
+        route("fast", max_concurrent=8, prior=120),
+        route("slow", max_concurrent=8, prior=100),
+    )
+    async with admission_on() as admission:
+        # Six conversations continue on the fast node (each turn found its node), one runs now.
+        for i in range(6):
+            first = await admit(admission, f"a{i}", fast, request=conversation(f"c{i}-1"))
+            await admission.release(Lease(f"a{i}", first.node), outcome="ok")
+            nxt = conversation(f"c{i}-2", ((f"c{i}-1", 3900),))
+            again = await admit(admission, f"b{i}", fast, slow, request=nxt)
+            assert again.affine == "fast"
+            if i:
+                await admission.release(Lease(f"b{i}", again.node), outcome="ok")
+        conv = redis_keys.PREFIX + redis_keys.CONVERSATIONS_PART
+        assert redis_client.zcard(conv + "fast") == 6
+        # The fast node runs one sequence (alone it would take the next), but its six live
+        # conversations will keep it busier: a new conversation goes to the idle slow node.
+        # A request that continues one of the six still goes home.
+        opening = prefixes.Prefixes(("fresh",), (("fresh", 40),))
+        fresh = await admit(
+            admission, "new", fast, slow, request=routing.Request(MODEL, 50, 100, opening)
+        )
+        assert (fresh.node, fresh.running) == ("slow", 1)
+        home = await admit(
+            admission, "c3", fast, slow, request=conversation("c3-3", (("c3-2", 4000),))
+        )
+    assert home.node == "fast"
+    assert redis_client.zscore(conv + "fast", "c3-3") is not None
+    assert redis_client.zscore(conv + "fast", "c3-2") is None

@@ -210,3 +210,10 @@ def git_commit() -> str:
         text=True,
     ).stdout.strip()
     return f"{head}{' + uncommitted changes' if dirty else ''}" if head else "unknown"
+
+
+def machine_load() -> str:
+    """The machine's load when a benchmark starts: simulated GPU time is paced by sleeps, so
+    a machine whose CPUs are oversubscribed stretches every figure."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"

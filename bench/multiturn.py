@@ -81,6 +81,7 @@ class Config:
     gateway: cluster.Gateway | None = None
     outcomes: list[TurnOutcome] = field(default_factory=list)
     affinity: Counter[str] = field(default_factory=Counter)
+    caches: list[dict[str, int]] = field(default_factory=list)
     live: list[int] = field(default_factory=list)
     placed: dict[str, int] = field(default_factory=dict)
 
@@ -211,6 +212,10 @@ async def run_all(
     for config in configs:
         after = await asyncio.to_thread(cache_counters, config.nodes)
         ratios[config.name] = hit_ratio(before[config.name], after)
+        config.caches = [
+            {**a, "queries": a["queries"] - b["queries"]}
+            for a, b in zip(after, before[config.name], strict=True)
+        ]
     return ratios
 
 
@@ -244,6 +249,12 @@ def report(
         if config.affinity:
             labels = ", ".join(f"{k}: {v}" for k, v in config.affinity.most_common())
             print(f"  {AFFINITY_HEADER}: {labels}")
+        placement = ", ".join(
+            f"{node.gpu_type} {cache['queries']} turns, cache {cache['used_tokens'] // 1000}k"
+            f"/{cache['capacity_tokens'] // 1000}k"
+            for node, cache in zip(config.nodes, config.caches, strict=True)
+        )
+        print(f"  per node: {placement}")
     sticky = rows["sticky"]
     for name in ("clawdbot affinity on", "clawdbot affinity off"):
         fu50, fu99, token_ratio = rows[name]
@@ -291,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" shared system prompt, a ~4,000-token first message and {FOLLOW_UPS} follow-ups"
             f" (think time mean {THINK_MEAN_S:g} s), streaming, for {duration_s:g} s;"
             f" {'/'.join(GPUS)} nodes, {PARALLEL} sequences and a {args.cache_tokens}-token"
-            f" prefix cache each; seed {args.seed}; gateway at {cluster.git_commit()}",
+            f" prefix cache each; seed {args.seed}; gateway at {cluster.git_commit()};"
+            f" {cluster.machine_load()}",
             flush=True,
         )
 

@@ -281,7 +281,8 @@ async def measure(
         f" {'/'.join(f'{f:g}' for f in factors)}), {PARALLEL} sequences each,"
         f" prefill {PREFILL_MS:g} ms and decode {DECODE_MS:g} ms per token on an A10;"
         f" capacity {capacity:.1f} req/s; {level_s:g} s per level, non-streaming; seed {seed};"
-        f" gateway at {cluster.git_commit()}",
+        f" gateway at {cluster.git_commit()};"
+        f" {cluster.machine_load()}",
         flush=True,
     )
     print(f"{'load':<6} {'router':<16} {'reqs':>5} {'p50 s':>7} {'p99 s':>7} {'p50/id':>7}"

@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=14)
     args = parser.parse_args(argv)
     if args.quick:
-        level_s, slow_s, slow_at, window_s = 10.0, 30.0, 10.0, 5.0
+        level_s, slow_s, slow_at, window_s = 8.0, 24.0, 8.0, 4.0
     else:
         level_s, slow_s, slow_at, window_s = 40.0, 60.0, 20.0, 10.0
     sim_args = [

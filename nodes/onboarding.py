@@ -81,7 +81,8 @@ def onboard(request: OnboardRequest, progress: Callable[[str], None]) -> Node:
         )
     except (ProbeFailure, UnexpectedAnswer) as exc:
         node_mark_state(node=node, state=NodeState.DOWN, error=str(exc))
-        raise OnboardError(f"{node.name} is not usable: {exc}") from None
+        hint = _other_kind_hint(node.base_url, node.kind) if request.server_kind else ""
+        raise OnboardError(f"{node.name} is not usable: {exc}{hint}") from None
     progress(
         f"found {len(models)} model(s): " + (", ".join(_describe(m) for m in models) or "none")
     )
@@ -146,6 +147,20 @@ def _server_kind(
         )
     progress(f"detected a {ServerKind(found.kind).label} server: {found.evidence}")
     return wire, found.kind
+
+
+def _other_kind_hint(base_url: str, given: str) -> str:
+    """When a server does not answer as the kind it was given, what it does answer as."""
+    try:
+        found = _run(lambda c: detect_kind(c, base_url), settings.CLAWDBOT_PROBE_TIMEOUT_S)
+    except ProbeFailure:
+        return ""
+    if found.kind == given:
+        return ""
+    return (
+        f"; it answers as a {ServerKind(found.kind).label} server ({found.evidence}): "
+        f"register it with --server-kind {found.kind}, or leave the kind out to detect it"
+    )
 
 
 # Where each kind's operator finds the window the server was started with.

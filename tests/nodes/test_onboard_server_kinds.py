@@ -99,9 +99,13 @@ def test_a_given_kind_is_not_detected_and_must_fit_the_api(
 def test_a_declared_vllm_without_health_is_refused(simulator: Callable[..., SimProcess]) -> None:
     # /health is part of every vLLM: its absence means the URL is not a vLLM.
     sim = simulator("--api", "openai", "--server-kind", "openai", "--model", "m")
-    with pytest.raises(CommandError, match=r"GET /health answered HTTP 404"):
+    with pytest.raises(CommandError) as refused:
         onboard("--name", "v", "--url", sim.url, "--server-kind", "vllm", "--gpu-type", "A10",
                 "--context-window", "1024")  # fmt: skip
+    message = str(refused.value)
+    assert "GET /health answered HTTP 404" in message
+    assert "it answers as a Other OpenAI-compatible server" in message
+    assert "register it with --server-kind openai" in message
 
 
 def test_nothing_to_detect_at_an_unreachable_url_says_so() -> None:

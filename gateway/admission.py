@@ -136,8 +136,9 @@ end
 -- A new conversation is placed for the turns still to come too: each node's live
 -- conversations (continued within CONVERSATION_IDLE_MS, in 'conv:') will keep it about as
 -- busy as the cluster's conversations keep it on average, so the slowdown it is priced
--- with is at least that (conversations spread over the caches by speed, as a sticky
--- placement would, instead of piling onto the fastest node while they think).
+-- with is at least that, and the node is priced up by the share of its slots they will
+-- hold (conversations spread over the nodes' slots and caches by speed, as a sticky
+-- placement would, instead of piling onto the fastest node while their users think).
 local spread = nrec > 0 and affine == nil
 local CONVERSATION_IDLE_MS = 60000
 
@@ -275,12 +276,17 @@ for _, node in ipairs(nodes) do
     -- Expected completion time: this request's prefill (less what the node has cached) and
     -- its decode, slowed by the sequences it would share the GPU with.
     local running_now = inflight + extra
-    local running = running_now
-    if spread then running = math.max(running, node.conversations * per_conversation) end
+    local running, crowding = running_now, 1
+    if spread then
+      local projected = node.conversations * per_conversation
+      running = math.max(running, projected)
+      -- Its later turns will find the node's slots (and prefix cache) this much in use.
+      crowding = 1 + projected / maxc
+    end
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
     local own = prefill_s + decode_s
-    local objective = prefill_s + pace * decode_s
+    local objective = (prefill_s + pace * decode_s) * crowding
     local pref = prefer ~= '' and node.gpu == prefer
     if inflight + ahead + extra < maxc and not full then
       if better(pref, objective, best, best_pref, best_score) then

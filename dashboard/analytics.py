@@ -71,24 +71,23 @@ def floor_time(moment: datetime, step: timedelta) -> datetime:
 
 
 def rollup_aggregates() -> dict[str, Any]:
-    """The same `s_` columns as rollups.log_aggregates(only_ok=True), summed over rollup
-    rows: histograms and maxima of successful rows, counts of every row."""
-    ok = Q(status__lt=400)
+    """The same `s_` columns as rollups.log_aggregates, summed over rollup rows (whose
+    histograms and maxima are of successful requests already), and the errors."""
     aggregates: dict[str, Any] = {
         "s_requests": Sum("requests"),
         "s_errors": Sum("requests", filter=Q(status__gte=400)),
-        "s_latency_max": Max("latency_max", filter=ok),
-        "s_ttft_max": Max("ttft_max", filter=ok),
+        "s_latency_max": Max("latency_max"),
+        "s_ttft_max": Max("ttft_max"),
     }
     for name in ("prompt_tokens", "completion_tokens", "gen_tokens", "gen_ms"):
         aggregates[f"s_{name}"] = Sum(name)
     for name in (*LATENCY_FIELDS, *TTFT_FIELDS):
-        aggregates[f"s_{name}"] = Sum(name, filter=ok)
+        aggregates[f"s_{name}"] = Sum(name)
     return aggregates
 
 
 def _log_aggregates() -> dict[str, Any]:
-    return {**log_aggregates(only_ok=True), "s_errors": Count("id", filter=Q(status__gte=400))}
+    return {**log_aggregates(), "s_errors": Count("id", filter=Q(status__gte=400))}
 
 
 @dataclass(frozen=True)

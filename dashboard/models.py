@@ -21,8 +21,8 @@ class Grain(models.IntegerChoices):
 
 class LatencyRollup(models.Model):
     """Requests of one model on one node with one status in one minute, quarter-hour or hour. The
-    histogram columns (lat_00…, ttft_00…, see dashboard.histogram) count every request of the
-    row; the pages read them from successful rows only."""
+    histogram columns (lat_00…, ttft_00…, see dashboard.histogram) and the maxima are of the
+    row's successful requests only: a refusal's millisecond is no latency."""
 
     grain = models.PositiveIntegerField(choices=Grain.choices)
     start = models.DateTimeField()

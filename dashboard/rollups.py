@@ -97,17 +97,18 @@ def bucket_filters(field: str) -> list[Q]:
     return filters
 
 
-def log_aggregates(only_ok: bool = False) -> dict[str, Any]:
+def log_aggregates() -> dict[str, Any]:
     """What a LatencyRollup row holds, as aggregates over RequestLog rows, each named `s_`
-    and its column. With `only_ok` the histogram and maximum columns count successful requests
-    only, as the pages read them (the live 15-minute and 1-hour windows aggregate the log
-    directly with this)."""
-    ok = Q(status__lt=400) if only_ok else Q()
+    and its column. The histograms and maxima are of successful requests only (a refusal's
+    1 ms is no latency), so a page sums them without a filter; the live tail of the log is
+    aggregated with these too."""
+    ok = Q(status__lt=400)
     produced = Q(status__lt=400, completion_tokens__gt=0)
     aggregates: dict[str, Any] = {
         "requests": Count("id"),
-        "latency_max": Max("latency_ms", filter=ok) if only_ok else Max("latency_ms"),
-        "ttft_max": Max("ttft_ms", filter=ok) if only_ok else Max("ttft_ms"),
+        # 0 where no request succeeded: nothing is counted then, so it caps nothing.
+        "latency_max": Coalesce(Max("latency_ms", filter=ok), 0.0),
+        "ttft_max": Max("ttft_ms", filter=ok),
         "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
         "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
         "gen_tokens": Coalesce(Sum("completion_tokens", filter=produced), 0),

@@ -54,6 +54,7 @@ def test_a_refresh_counts_each_quarter_hour_model_node_and_status(hour_ago: date
     assert ok.gen_ms == pytest.approx((12 - 5) + (2500 - 450))
     refused = LatencyRollup.objects.get(grain=Grain.QUARTER, start=hour_ago, status=503)
     assert refused.requests == 1 and refused.ttft_max is None and refused.gen_tokens == 0
+    assert refused.latency_max == 0 and not any(getattr(refused, f) for f in LATENCY_FIELDS)
     slow = LatencyRollup.objects.get(grain=Grain.QUARTER, node="gpu2")
     assert slow.start == hour_ago + timedelta(minutes=15)
     assert getattr(slow, LATENCY_FIELDS[-1]) == 1

@@ -159,6 +159,17 @@ async def vllm_metrics(request: web.Request) -> web.Response:
             "Number of generation tokens processed.",
             state.generated_tokens_total,
         ),
+        # vLLM v1's prefix-cache counters, both in tokens.
+        (
+            "vllm:prefix_cache_queries_total",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            state.prefix_cache_query_tokens,
+        ),
+        (
+            "vllm:prefix_cache_hits_total",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            state.prefix_cache_hit_tokens,
+        ),
     )
     for metric, help_text, total in counters:
         lines.append(f"# HELP {metric} {help_text}")

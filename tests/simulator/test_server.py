@@ -611,6 +611,10 @@ def test_vllm_reports_cached_prompt_tokens_of_a_follow_up_turn(vllm: SimProcess)
     assert first["usage"]["prompt_tokens"] - 16 <= cached < usage["prompt_tokens"]
     stats = vllm.stats()["prefix_cache"]
     assert stats["hits"] >= 1 and stats["hit_tokens"] >= cached
+    metrics = httpx.get(f"{vllm.url}/metrics").text
+    label = '{model_name="Qwen/Qwen3-32B"}'
+    assert f"vllm:prefix_cache_hits_total{label} {float(stats['hit_tokens'])}" in metrics
+    assert f"vllm:prefix_cache_queries_total{label} {float(stats['query_tokens'])}" in metrics
     # Another conversation shares nothing with it.
     other = openai_chat(vllm, messages=[{"role": "user", "content": "x" * 2400}]).json()
     assert other["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}

@@ -204,7 +204,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PREFIX_CACHE_TOKENS,
         metavar="N",
         help="prompt tokens the node's prefix (KV) cache keeps, least recently used out first;"
-        " cached tokens skip prefill (0 turns the cache off)",
+        " cached tokens skip prefill (0 turns the cache off, as --zero-latency does)",
     )
     return parser
 

@@ -258,7 +258,7 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
         answer,
         prompt_tokens,
         shape="chat",
-        prefix_text=chat_prefix_text(messages),
+        prefix_text=chat_prefix_text(messages) if state.prefix_cache.capacity_blocks else None,
     )
 
 
@@ -298,7 +298,8 @@ async def ollama_generate(request: web.Request) -> web.StreamResponse:
         prompt, system=system, suffix=suffix, images=len(images), context=context_len
     )
     # Images and a context array are not text the cache could cut into blocks.
-    prefix_text = f"{system}\x00{prompt}" if not images and not context_len else None
+    cacheable = state.prefix_cache.capacity_blocks and not images and not context_len
+    prefix_text = f"{system}\x00{prompt}" if cacheable else None
     return await _ollama_generate_response(
         request,
         state,

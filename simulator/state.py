@@ -328,7 +328,9 @@ class SimState:
         self.prompt_tokens_total = 0
         self.generated_tokens_total = 0
         self.kv_tokens_in_flight = 0  # the load gauges' KV-cache usage (simulator.server_kinds)
-        self.prefix_cache = PrefixCache(config.prefix_cache_tokens)
+        # Zero latency has no prefill to save, and the hot-path benchmark measures this
+        # process: no cache then.
+        self.prefix_cache = PrefixCache(0 if config.zero_latency else config.prefix_cache_tokens)
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
         self.prefix_cache_query_tokens = 0

@@ -451,6 +451,9 @@ def test_zero_latency_pays_no_delays() -> None:
         body = chat(sim, stream=False).json()
         assert time.monotonic() - started < 1
         assert body["done"] is True and body["load_duration"] < 50_000_000
+        # No prefill to save, so no cache work on the hot-path benchmark's reference either.
+        cache = sim.stats()["prefix_cache"]
+        assert cache["capacity_tokens"] == 0 and cache["queries"] == 0
 
 
 # --- vLLM / OpenAI-compatible kind ----------------------------------------------------

@@ -163,7 +163,8 @@ for i = 0, n - 1 do
     sum_busy = sum_busy + node.busy_now
   end
   local sk = p .. 'speed:' .. node.name .. '|' .. model
-  local learned = redis.call('HMGET', sk, 'd', 'p', 'n', 't')
+  local learned = redis.call('HMGET', sk, 'd', 'p', 'n', 't', 'c')
+  node.kept = tonumber(learned[5]) or 1  -- the share of expected prefixes its cache held
   if learned[1] then
     local age = math.max(0, now - tonumber(learned[4]))
     node.trust = math.min(1, tonumber(learned[3]) * math.exp(-age / tau_prior) / min_samples)
@@ -272,7 +273,7 @@ for _, node in ipairs(nodes) do
     local pf = node.trust * node.pf + (1 - node.trust) * node.score * unit_p * node.busy
     d, pf = math.max(d * node.live, 1e-6), math.max(pf * node.live, 1e-6)
     local hit = 0
-    if name == affine then hit = cached end
+    if name == affine then hit = cached * node.kept end
     -- Expected completion time: this request's prefill (less what the node has cached) and
     -- its decode, slowed by the sequences it would share the GPU with.
     local running_now = inflight + extra
@@ -281,7 +282,7 @@ for _, node in ipairs(nodes) do
       local projected = node.conversations * per_conversation
       running = math.max(running, projected)
       -- Its later turns will find the node's slots (and prefix cache) this much in use.
-      crowding = 1 + projected / maxc
+      crowding = (1 + projected / maxc) / math.max(node.kept, 0.25)
     end
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
@@ -442,7 +443,7 @@ if token_delta ~= 0 and keyid ~= '' then
     redis.call('PEXPIRE', k, 130000)
   end
 end
--- ARGV[11..18]: what the answer says of the node's speed (gateway.speed_samples), when
+-- ARGV[11..19]: what the answer says of the node's speed (gateway.speed_samples), when
 -- ARGV[11] (the model) is set: one sequence's decode and prefill tokens per second, folded
 -- into a running average whose old samples fade with time constant tau, so a node that slows
 -- down is seen within seconds; n counts the samples behind it (fading the same way).
@@ -466,28 +467,34 @@ if ARGV[11] and ARGV[11] ~= '' then
     redis.call('HSET', sk, 'd', decode, 'p', prefill, 'n', 1, 't', now)
   end
   if cur[1] or decode > 0 then redis.call('PEXPIRE', sk, 86400000) end
+  if ARGV[19] ~= '' and cur[1] then
+    -- Of the prefix a conversation's node was expected to hold, the share it still held (the
+    -- server's own count): a node whose cache keeps dropping conversations holds too many.
+    local c = tonumber(redis.call('HGET', sk, 'c') or '1')
+    redis.call('HSET', sk, 'c', c + (tonumber(ARGV[19]) - c) * 0.1)
+  end
   if ARGV[18] ~= '' then  -- the model's usual answer length, for requests without max_tokens
     local was = tonumber(redis.call('HGET', p .. 'outlen', ARGV[11]) or ARGV[18])
     redis.call('HSET', p .. 'outlen', ARGV[11], was + (tonumber(ARGV[18]) - was) * 0.05)
   end
 end
--- ARGV[19..]: metrics and the log entry (absent for a release between retry attempts).
-if #ARGV > 18 then
-  local model, label = ARGV[19], ARGV[20]
+-- ARGV[20..]: metrics and the log entry (absent for a release between retry attempts).
+if #ARGV > 19 then
+  local model, label = ARGV[20], ARGV[21]
   redis.call('HINCRBY', p .. 'm:requests', label, 1)
   redis.call('SADD', p .. 'm:models', model)
-  if ARGV[21] ~= '' then
-    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[21], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[22])
+  if ARGV[22] ~= '' then
+    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[22], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[23])
   end
-  if ARGV[23] ~= '' then
-    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[23], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[24])
+  if ARGV[24] ~= '' then
+    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[24], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[25])
   end
-  if ARGV[25] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[27], ARGV[25]) end
   if ARGV[26] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[28], ARGV[26]) end
-  redis.call('RPUSH', p .. 'requestlog', ARGV[29])
-  if ARGV[30] and ARGV[30] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[30], 1) end
+  if ARGV[27] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[29], ARGV[27]) end
+  redis.call('RPUSH', p .. 'requestlog', ARGV[30])
+  if ARGV[31] and ARGV[31] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[31], 1) end
 end
 return cooldown
 """

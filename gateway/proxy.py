@@ -235,6 +235,8 @@ class Proxy:
             body, ex.prompt_tokens, ex.completion_tokens = call.translate(raw)
         except NotAnAnswer as error:
             raise node_faults.for_unreadable_answer(error) from None
+        # Only OpenAI-compatible servers say how much of the prompt came from their cache.
+        ex.node_cached = getattr(call, "cached_tokens", None)
         ex.outcome = node_faults.ANSWERED
         ex.ttft = time.perf_counter() - ex.started
         headers = [JSON, *ex.base_headers()]
@@ -356,6 +358,7 @@ class Proxy:
         if failure is not None and not ex.content_sent:
             self._failed_before_content(ex, failure)
         ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
+        ex.node_cached = getattr(relay, "cached_tokens", None)  # as for answers, above
         if ex.completion_tokens is None:
             ex.completion_tokens = relay.streamed  # cut short: what reached the client
         if failure is None:

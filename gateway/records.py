@@ -97,12 +97,16 @@ def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
         return None
     policy = rt.admission.routing
     prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.prompt_estimate
+    # What the node had to prefill: the prompt less its cache, as the node reports it or,
+    # where it does not, as affinity expected.
+    cached = ex.node_cached if ex.node_cached is not None else ex.cached_tokens
     timing = routing.Timing(
         service_s=ex.node_done - ex.node_started,
         first_token_s=ex.node_first - ex.node_started if ex.node_first is not None else None,
-        prompt_tokens=max(prompt - ex.cached_tokens, 0),
+        prompt_tokens=max(prompt - cached, 0),
         completion_tokens=ex.completion_tokens,
         running=ex.running,
     )
     sample = routing.speed_sample(timing, policy.slowdown)
-    return routing.release_args(request.model, ex.node, sample, ex.completion_tokens, policy)
+    kept = routing.cache_kept(ex.cached_tokens, ex.node_cached) if ex.affinity == "hit" else None
+    return routing.release_args(request.model, ex.node, sample, ex.completion_tokens, policy, kept)

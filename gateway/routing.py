@@ -143,10 +143,12 @@ def release_args(
     sample: tuple[float, float] | None,
     completion_tokens: int | None,
     policy: Policy,
+    kept: float | None = None,
 ) -> list[Any]:
-    """RELEASE's arguments 11 to 18 (empty: nothing learned)."""
+    """RELEASE's arguments 11 to 19 (empty: nothing learned). `kept`: of the prefix the node
+    was expected to hold, the share it held (cache_kept)."""
     if sample is None and completion_tokens is None:
-        return ["", "", 0, 0, 0, 0, 0, ""]
+        return ["", "", 0, 0, 0, 0, 0, "", ""]
     decode, prefill = sample or (0.0, 0.0)
     return [
         model,
@@ -157,7 +159,17 @@ def release_args(
         MAX_SAMPLES,
         PRIOR_PREFILL_RATIO,
         completion_tokens if completion_tokens is not None else "",
+        round(kept, 3) if kept is not None else "",
     ]
+
+
+def cache_kept(expected: int, reported: int | None) -> float | None:
+    """For a request sent to the node holding its conversation: the share of the `expected`
+    cached prompt tokens the server says it did not prefill again (OpenAI usage's
+    prompt_tokens_details.cached_tokens, which vLLM and SGLang report); None when unknown."""
+    if expected <= 0 or reported is None:
+        return None
+    return min(max(reported / expected, 0.0), 1.0)
 
 
 def affinity_label(prefixes: Prefixes, affine: str, chosen: str, enabled: bool) -> str:

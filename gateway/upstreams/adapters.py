@@ -143,12 +143,14 @@ class PassthroughCall:
     upstream_body: dict[str, Any]
     client_wants_usage: bool
     body: bytes = b""
+    cached_tokens: int | None = None  # the answer's, once translated (routing learns from it)
 
     def __post_init__(self) -> None:
         self.body = orjson.dumps(self.upstream_body)
 
     def translate(self, raw: bytes) -> tuple[bytes, int | None, int | None]:
         answer = _json(raw)  # a 200 that is not a JSON object is a failing node, not an answer
+        self.cached_tokens = openai.cached_tokens(answer.get("usage"))
         return openai.rewrite_response(raw, self.model), *_usage_counts(answer)
 
     def relay(self) -> openai.SseRelay:

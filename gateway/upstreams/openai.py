@@ -398,6 +398,10 @@ class SseRelay:
             if end > 0:
                 self.finish_reason = data[at + 1 : end].decode("utf-8", "replace")
 
+    @property
+    def cached_tokens(self) -> int | None:
+        return cached_tokens(self.usage)
+
     def _record_usage(self, usage: object) -> None:
         if not isinstance(usage, dict):
             return
@@ -413,3 +417,11 @@ class SseRelay:
         status = code if isinstance(code, int) and 400 <= code < 600 else 500
         self.failed = error_from_fields(status, message, type_, code, param, model=self.model)
         return self.failed.sse_event()
+
+
+def cached_tokens(usage: object) -> int | None:
+    """The prompt tokens the server took from its prefix cache (usage.prompt_tokens_details
+    .cached_tokens, as vLLM and SGLang report it); None where it says nothing."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else None

@@ -45,7 +45,9 @@ async def test_metrics_show_each_gpu_the_agent_published(
     gpu = published["gpus"][0]
 
     # What fetch reads of a routing snapshot: its version and nodes.
-    snapshot = SimpleNamespace(version=1, nodes={n: _node(n) for n in ("gpu-h200", "gpu-silent")})
+    snapshot = SimpleNamespace(
+        version=1, nodes={n: _node(n) for n in ("gpu-h200", "gpu-silent")}, routes={}
+    )
     data = await metrics.fetch(async_client(), snapshot, now_ms=0)
     samples = _samples(metrics.render(data).decode())
 

@@ -39,9 +39,17 @@ def test_an_answer_too_short_to_say_anything_teaches_nothing() -> None:
 
 def test_nothing_learned_is_sent_as_empty_arguments() -> None:
     args = routing.release_args("m", "n", None, None, DEFAULT_ROUTING)
-    assert len(args) == 8 and args[0] == ""
+    assert len(args) == 9 and args[0] == ""
     # A short answer still counts towards the model's usual answer length.
-    assert routing.release_args("m", "n", None, 3, DEFAULT_ROUTING)[-1] == 3
+    assert routing.release_args("m", "n", None, 3, DEFAULT_ROUTING)[-2] == 3
+
+
+def test_how_much_of_the_expected_prefix_the_node_still_held() -> None:
+    assert routing.cache_kept(4000, 4000) == 1.0
+    assert routing.cache_kept(4000, 1000) == 0.25
+    assert routing.cache_kept(4000, 5000) == 1.0
+    assert routing.cache_kept(4000, None) is None
+    assert routing.cache_kept(0, 10) is None
 
 
 def test_admit_arguments_carry_the_request_its_prefixes_and_seven_fields_a_node() -> None:

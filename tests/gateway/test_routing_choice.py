@@ -223,3 +223,26 @@ async def test_new_conversations_spread_by_the_conversations_each_node_holds(
     assert home.node == "fast"
     assert redis_client.zscore(conv + "fast", "c3-3") is not None
     assert redis_client.zscore(conv + "fast", "c3-2") is None
+
+
+async def test_a_node_whose_cache_drops_conversations_gets_less_credit_for_them(
+    redis_client: redis.Redis,
+) -> None:
+    a, b = route("a", prior=100), route("b", prior=110)
+    async with admission_on() as admission:
+        for node in ("a", "b"):
+            await teach(admission, node, decode=30)
+        first = await admit(admission, "1", a, b, request=conversation("t1"))
+        assert first.node == "b"
+        await admission.release(Lease("1", "b"), outcome="ok")
+        full_credit = await admit(admission, "2", a, b, request=conversation("t2", (("t1", 3900),)))
+        await admission.release(Lease("2", full_credit.node), outcome="ok")
+        # b's server keeps reporting a tenth of the prefix it was expected to hold.
+        for _ in range(30):
+            learned = routing.release_args(MODEL, "b", (30, 1800), 100, admission.routing, 0.1)
+            await admission.release(None, outcome="ok", learned=learned)
+        kept = float(redis_client.hget(redis_keys.speed("b", MODEL), "c") or 0)
+        less = await admit(admission, "3", a, b, request=conversation("t3", (("t2", 4000),)))
+    assert full_credit.cached == 3900 and full_credit.node == "b"
+    assert kept < 0.2
+    assert less.node == "b" and less.expected_s > full_credit.expected_s + 1.5

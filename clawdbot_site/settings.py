@@ -157,10 +157,17 @@ CACHES = {
     }
 }
 
+# A consumer waits for its next message with BZPOPMIN for 5 s at a time, and redis-py 8's
+# default socket timeout is also 5 s: the read timed out first and killed every console
+# WebSocket each few seconds. Reads get longer than the longest blocking pop.
+CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": redis_keys.CHANNELS},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S}],
+            "prefix": redis_keys.CHANNELS,
+        },
     }
 }
 

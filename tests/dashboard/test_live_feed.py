@@ -4,6 +4,7 @@ node's state change once it commits; anything else is refused at the handshake."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ import pytest
 import redis
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connections, transaction
@@ -51,6 +53,9 @@ def session_cookie(user: User) -> bytes:
 async def feed(*headers: tuple[bytes, bytes]) -> tuple[WebsocketCommunicator, bool, Any]:
     communicator = WebsocketCommunicator(application, "/ws/console/", headers=list(headers))
     connected, code = await communicator.connect(timeout=5)
+    if not connected:
+        # As daphne does after a refused handshake: the consumer ends on the disconnect.
+        await communicator.disconnect()
     return communicator, connected, code
 
 
@@ -186,4 +191,18 @@ async def test_the_agents_reading_reaches_staff(
     assert (event["type"], event["node"], event["nvml"]) == ("node.telemetry", "gpu1", True)
     gpu = event["gpus"][0]
     assert (gpu["utilisation_pct"], gpu["temperature_c"], gpu["power_w"]) == (37, 54, 312.5)
+    await communicator.disconnect()
+
+
+async def test_a_quiet_feed_stays_open_past_the_layers_blocking_read() -> None:
+    # The consumer's blocking pop waits 5 s; a socket read timeout no longer than that closed
+    # every idle console socket (redis-py 8's default is 5 s). Idle for longer, then an event.
+    assert settings.CHANNEL_LAYER_SOCKET_TIMEOUT_S > RedisChannelLayer.brpop_timeout
+    communicator = await staff_feed()
+    await asyncio.sleep(RedisChannelLayer.brpop_timeout + 2)
+    await database_sync_to_async(live_events.send)(
+        live_events.telemetry("gpu1", {"nvml": False, "error": "no NVML"})
+    )
+    event = await communicator.receive_json_from(timeout=5)
+    assert (event["type"], event["node"]) == ("node.telemetry", "gpu1")
     await communicator.disconnect()

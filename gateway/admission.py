@@ -140,6 +140,7 @@ end
 -- hold (conversations spread over the nodes' slots and caches by speed, as a sticky
 -- placement would, instead of piling onto the fastest node while their users think).
 local spread = nrec > 0 and affine == nil
+local REBALANCE_MARGIN = 1.25
 local CONVERSATION_IDLE_MS = 60000
 
 -- Each node's speed for this model: decode and prefill tokens per second of one sequence,
@@ -288,6 +289,9 @@ for _, node in ipairs(nodes) do
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
     local own = prefill_s + decode_s
     local objective = (prefill_s + pace * decode_s) * crowding
+    -- Moving a conversation also gives up its cache for the turns after this one: another
+    -- node must be clearly better than the one holding it.
+    if affine and name ~= affine then objective = objective * REBALANCE_MARGIN end
     local pref = prefer ~= '' and node.gpu == prefer
     if inflight + ahead + extra < maxc and not full then
       if better(pref, objective, best, best_pref, best_score) then

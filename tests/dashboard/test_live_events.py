@@ -15,6 +15,7 @@ from nodes.live_sender import QUEUE_LIMIT, Sender
 def test_a_channel_layer_that_is_down_costs_a_log_line_not_the_caller(
     settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    live_events.SENDER.flush()  # events of earlier tests go out on the real layer first
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

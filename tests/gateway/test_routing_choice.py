@@ -230,8 +230,8 @@ async def test_a_node_whose_cache_drops_conversations_gets_less_credit_for_them(
 ) -> None:
     a, b = route("a", prior=100), route("b", prior=110)
     async with admission_on() as admission:
-        for node in ("a", "b"):
-            await teach(admission, node, decode=30)
+        await teach(admission, "a", decode=30)
+        await teach(admission, "b", decode=31)
         first = await admit(admission, "1", a, b, request=conversation("t1"))
         assert first.node == "b"
         await admission.release(Lease("1", "b"), outcome="ok")

@@ -55,7 +55,10 @@ def test_context_windows() -> None:
     ollama_short = verdicts.context_windows([window("ollama", 65536, 40960)])
     assert ollama_short.status == FAIL and "supports 40960" in ollama_short.reason
     silent = verdicts.context_windows([window("openai", 8192, None)])
-    assert silent.status == FAIL and "does not say" in silent.reason
+    assert silent.status == PASS and "not checkable" in silent.reason
+    assert "qwen3-32b on gpu1" in silent.reason
+    mixed = verdicts.context_windows([window("openai", 8192, None), window("openai", 4096, 8192)])
+    assert mixed.status == FAIL and "serves 8192" in mixed.reason
     assert verdicts.context_windows([]).status == SKIP
 
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TEST_REDIS_SOCKET := var/redis-test.sock
 
-.PHONY: run test test-fast scale-test lint typecheck bench clean
+.PHONY: run test test-fast scale-test lint typecheck bench clean real-servers
 
 # The console's chart library, from the npm registry against the committed lock (npm ci
 # writes node_modules/.package-lock.json; a deleted node_modules is installed again).
@@ -34,7 +34,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-test: lint typecheck $(STAMP) $(NPM_STAMP)
+# The real inference servers tests/realservers drives (llama-cpp-python's server, vLLM on the
+# CPU), each in its own virtualenv under var/servers/ with a tiny model built there. Does
+# nothing once installed; pip's caches make a fresh clone's install a few minutes.
+real-servers:
+	$(PYTHON) tests/realservers/install.py
+
+test: lint typecheck $(STAMP) $(NPM_STAMP) real-servers
 	$(BIN)/python manage.py makemigrations --check --dry-run
 ifdef REDIS_URL
 	$(BIN)/pytest

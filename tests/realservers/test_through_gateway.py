@@ -22,17 +22,63 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from openai.types.chat import ChatCompletionMessageParam
 
+from gateway import tasks
+from gateway.models import RequestLog
 from gateway.services import apikey_create
 from nodes.models import ModelProfile, Node
 from tests.conftest import clean_gateway_state
 from tests.gateways import GatewayProcess
-from tests.realservers.conftest import CONTEXT_WINDOW
 from tests.realservers.servers import RealServer, metric
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello to the node."}]
 CHAT_POSTS = re.compile(r'"POST /v1/chat/completions HTTP/1\.1" (\d{3})')
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What each real server does where servers differ, as measured against it."""
+
+    # The server kind `clawdbot onboard` detects.
+    kind: str
+    # Whether it says its context window (else onboarding needs --context-window).
+    says_window: bool
+    # Whether a stream honours stream_options.include_usage with a usage chunk.
+    stream_usage: bool
+    # Parameters the gateway passes on unchecked and the server refuses: the body's extra
+    # fields, a word of the server's message, and the status the client gets.
+    refusals: tuple[tuple[dict[str, object], str, int], ...]
+    # The client's status when the server refuses a streamed prompt as too long for it.
+    stream_overflow_status: int
+
+
+BEHAVIOUR = {
+    "llama_cpp_python": Behaviour(
+        kind="openai",  # owned_by "me" in /v1/models, no /props: a generic server
+        says_window=False,
+        stream_usage=False,
+        # llama-cpp-python answers a body it cannot validate with HTTP 500 (its route error
+        # handler catches FastAPI's validation error), so to the gateway it is a failing node.
+        refusals=(({"mirostat_mode": 7}, "mirostat_mode", 500),),
+        # The prompt's length is checked once the stream has begun: a 200, then the
+        # connection closes; the gateway calls that a node failing before the first token.
+        stream_overflow_status=502,
+    ),
+    "vllm_cpu": Behaviour(
+        kind="vllm",
+        says_window=True,
+        stream_usage=True,
+        refusals=(
+            # Refused while vLLM builds the sampling parameters: an HTTP 400, streamed or not.
+            ({"repetition_penalty": -1.0}, "repetition_penalty", 400),
+            # Refused by vLLM's engine once the answer has begun: a stream answers 200 and
+            # says the 400 in its first event (`data: {"error": {..., "code": 400}}`).
+            ({"logit_bias": {"99999": 5}}, "logit_bias", 400),
+        ),
+        stream_overflow_status=400,
+    ),
+}
 
 
 @dataclass
@@ -70,10 +116,20 @@ def onboard(*args: str) -> str:
 
 def onboard_args(server: RealServer, *extra: str) -> list[str]:
     args = ["--name", server.kind, "--url", server.url, "--gpu-type", "other", *extra]
-    if server.kind == "llama_cpp_python" and "--context-window" not in extra:
-        # llama-cpp-python says its n_ctx nowhere (no /props, nothing in /v1/models).
-        args += ["--context-window", str(CONTEXT_WINDOW)]
+    if not BEHAVIOUR[server.kind].says_window and "--context-window" not in extra:
+        args += ["--context-window", str(server.context_window)]
     return args
+
+
+def logged(request_id: str) -> RequestLog:
+    """The request's log row, once the closing pipeline (after the answer) has buffered it."""
+
+    def flushed() -> bool:
+        tasks.flush_request_logs()
+        return RequestLog.objects.filter(request_id=request_id).exists()
+
+    poll(flushed, timeout_s=10, what=f"request log row {request_id}")
+    return RequestLog.objects.get(request_id=request_id)
 
 
 def poll(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
@@ -110,23 +166,24 @@ def onboarded(real: RealServer, real_gateway: GatewayProcess, transactional_db: 
 def test_onboard_detects_the_server_and_reads_its_context_window(
     real: RealServer, transactional_db: None
 ) -> None:
+    behaviour = BEHAVIOUR[real.kind]
     base = ["--name", "node1", "--url", real.url, "--gpu-type", "other"]
-    if real.kind == "llama_cpp_python":
+    if behaviour.says_window:
+        out = onboard(*base)
+        assert f"{real.model} (context {real.context_window})" in out, out
+    else:
+        # llama-cpp-python says its n_ctx nowhere (no /props, nothing in /v1/models).
         with pytest.raises(CommandError) as refused:
             onboard(*base)
         assert "--context-window" in str(refused.value)
         assert "n_ctx" in str(refused.value), "the hint names llama-cpp-python's flag"
-        out = onboard(*base, "--context-window", str(CONTEXT_WINDOW))
-        expected_kind = "openai"
-    else:
-        out = onboard(*base)
-        assert f"{real.model} (context {CONTEXT_WINDOW})" in out, out
-        expected_kind = "vllm"
+        out = onboard(*base, "--context-window", str(real.context_window))
+    assert "detected a" in out, out
     assert "node node1 is READY" in out, out
     node = Node.objects.get(name="node1")
-    assert (node.state, node.api_kind, node.server_kind) == ("READY", "openai", expected_kind)
+    assert (node.state, node.api_kind, node.server_kind) == ("READY", "openai", behaviour.kind)
     profile = ModelProfile.objects.get(upstream_model=real.model)
-    assert profile.context_window == CONTEXT_WINDOW
+    assert profile.context_window == real.context_window
 
 
 # --- answers ---------------------------------------------------------------------------------
@@ -157,25 +214,37 @@ def test_chat_and_text_completions_answer_with_exact_usage(onboarded: Onboarded)
 
 def test_streams_end_with_usage_when_asked(onboarded: Onboarded) -> None:
     client = onboarded.client()
-    chunks = list(
-        client.chat.completions.create(
-            model=onboarded.model,
-            messages=HELLO,
-            max_tokens=8,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    raw = client.chat.completions.with_raw_response.create(
+        model=onboarded.model,
+        messages=HELLO,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
+    with raw.parse() as stream:
+        chunks = list(stream)
     content = [c.choices[0].delta.content for c in chunks if c.choices]
-    assert len([d for d in content if d]) >= 2, "content arrives as several deltas"
+    assert len([d for d in content if d]) == 8, "a delta per token"
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == "length"
-    usage = chunks[-1].usage
-    assert chunks[-1].choices == [] and usage is not None
-    assert usage.completion_tokens == 8
-    assert usage.total_tokens == usage.prompt_tokens + 8
     assert {c.model for c in chunks} == {onboarded.model}
+    if BEHAVIOUR[onboarded.server.kind].stream_usage:
+        usage = chunks[-1].usage
+        assert chunks[-1].choices == [] and usage is not None
+        assert usage.completion_tokens == 8
+        assert usage.total_tokens == usage.prompt_tokens + 8
+    else:
+        # llama-cpp-python ignores stream_options: no usage chunk comes, and the gateway
+        # makes none up. It still counts what it streamed for the request log and limits.
+        assert all(c.usage is None for c in chunks)
+    row = logged(raw.headers["x-request-id"])
+    assert (row.status, row.stream) == (200, True)
+    if BEHAVIOUR[onboarded.server.kind].stream_usage:
+        assert row.completion_tokens == 8
+    else:
+        # Counted from the stream's events, which include the role's and the finish's.
+        assert 8 <= (row.completion_tokens or 0) <= 10, row.completion_tokens
 
     text_chunks = list(
         client.completions.create(
@@ -187,8 +256,7 @@ def test_streams_end_with_usage_when_asked(onboarded: Onboarded) -> None:
             stream_options={"include_usage": True},
         )
     )
-    assert "".join(c.choices[0].text for c in text_chunks if c.choices)
-    assert text_chunks[-1].usage is not None and text_chunks[-1].usage.completion_tokens == 5
+    assert len([c for c in text_chunks if c.choices and c.choices[0].text]) == 5
 
     # Without include_usage the gateway still asks the node for it (to count tokens), but
     # the client gets no usage chunk it did not ask for.
@@ -213,8 +281,8 @@ def test_concurrent_streams_all_complete(onboarded: Onboarded) -> None:
         ids, tokens = set(), 0
         async for chunk in stream:
             ids.add(chunk.id)
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
+            if chunk.choices and chunk.choices[0].delta.content:
+                tokens += 1
         assert len(ids) == 1
         return ids.pop(), tokens
 
@@ -233,9 +301,10 @@ def test_concurrent_streams_all_complete(onboarded: Onboarded) -> None:
 def test_a_prompt_past_the_context_window_is_refused_before_the_node(
     onboarded: Onboarded,
 ) -> None:
+    window = onboarded.server.context_window
     before = len(onboarded.chat_posts())
     too_long: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": "one two three four " * CONTEXT_WINDOW}
+        {"role": "user", "content": "one two three four " * window}
     ]
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError) as refused:
@@ -244,7 +313,7 @@ def test_a_prompt_past_the_context_window_is_refused_before_the_node(
             )
         assert refused.value.status_code == 400
         assert refused.value.code == "context_length_exceeded"
-        assert str(CONTEXT_WINDOW) in refused.value.message, refused.value.message
+        assert str(window) in refused.value.message, refused.value.message
     # The server logs every request it receives: it received none of these.
     onboarded.client().chat.completions.create(
         model=onboarded.model, messages=HELLO, max_tokens=1, temperature=0
@@ -252,27 +321,13 @@ def test_a_prompt_past_the_context_window_is_refused_before_the_node(
     assert onboarded.chat_posts()[before:] == ["200"]
 
 
-def node_rejected_parameters(server: RealServer) -> list[tuple[dict[str, object], str]]:
-    """Parameters the gateway passes on unchecked and the server refuses, each with a word of
-    the server's own message about it."""
-    if server.kind == "llama_cpp_python":
-        # A llama-cpp-python extension, 0 to 2: its FastAPI validation answers 422, before a
-        # stream begins.
-        return [({"mirostat_mode": 7}, "mirostat_mode")]
-    return [
-        # Refused while vLLM builds the sampling parameters: a plain HTTP 400, streamed or not.
-        ({"repetition_penalty": -1.0}, "repetition_penalty"),
-        # Refused by vLLM's engine once the answer has begun: a stream answers 200 and says
-        # the 400 in its first event (`data: {"error": {..., "code": 400}}`).
-        ({"logit_bias": {"99999": 5}}, "logit_bias"),
-    ]
-
-
-def test_the_nodes_own_refusals_reach_the_client_as_400s(onboarded: Onboarded) -> None:
-    for extra, word in node_rejected_parameters(onboarded.server):
+def test_the_nodes_own_refusals_reach_the_client_with_its_words(onboarded: Onboarded) -> None:
+    """vLLM's 400s reach the client as 400s, whether the server said it as the HTTP status or
+    in a stream's first event; llama-cpp-python's refusals come as 500s, and stay 500s."""
+    for extra, word, status in BEHAVIOUR[onboarded.server.kind].refusals:
         before = len(onboarded.chat_posts())
         for stream in (False, True):
-            with pytest.raises(openai.BadRequestError) as refused:
+            with pytest.raises(openai.APIStatusError) as refused:
                 onboarded.client().chat.completions.create(
                     model=onboarded.model,
                     messages=HELLO,
@@ -280,24 +335,26 @@ def test_the_nodes_own_refusals_reach_the_client_as_400s(onboarded: Onboarded) -
                     stream=stream,
                     extra_body=extra,
                 )
-            assert refused.value.status_code == 400, (extra, stream)
-            assert refused.value.type == "invalid_request_error"
+            assert refused.value.status_code == status, (extra, stream, refused.value)
             assert word in refused.value.message, refused.value.message
-        # The node itself refused each (the gateway does not check these parameters), once:
-        # a client's error is not retried.
+            if status == 400:
+                assert isinstance(refused.value, openai.BadRequestError)
+                assert refused.value.type == "invalid_request_error"
+        # The node itself refused each, once (the gateway does not check these parameters,
+        # and has no other node to retry on).
         assert len(onboarded.chat_posts()[before:]) == 2, onboarded.chat_posts()[before:]
 
 
-def test_a_window_larger_than_the_servers_is_refused_by_the_node_as_a_400(
+def test_a_window_larger_than_the_servers_is_refused_by_the_node(
     real: RealServer, real_gateway: GatewayProcess, transactional_db: None
 ) -> None:
     """A profile given a larger window than the server was started with: the gateway lets a
     long prompt through, and the server's own context-length refusal reaches the client as
-    OpenAI's 400 context_length_exceeded."""
-    world = onboard_world(real, real_gateway, "--context-window", str(4 * CONTEXT_WINDOW))
-    assert world.profile.context_window == 4 * CONTEXT_WINDOW
+    OpenAI's 400 context_length_exceeded (a stream: as each server allows, see BEHAVIOUR)."""
+    world = onboard_world(real, real_gateway, "--context-window", str(4 * real.context_window))
+    assert world.profile.context_window == 4 * real.context_window
     long_prompt: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": "one two three four " * (CONTEXT_WINDOW // 2)}
+        {"role": "user", "content": "one two three four " * (real.context_window // 2)}
     ]
     before = len(world.chat_posts())
     with pytest.raises(openai.BadRequestError) as refused:
@@ -305,8 +362,16 @@ def test_a_window_larger_than_the_servers_is_refused_by_the_node_as_a_400(
             model=world.model, messages=long_prompt, max_tokens=4
         )
     assert refused.value.code == "context_length_exceeded"
-    assert str(CONTEXT_WINDOW) in refused.value.message, "the server's own figure"
+    assert str(real.context_window) in refused.value.message, "the server's own figure"
     assert world.chat_posts()[before:] == ["400"], "the node refused it"
+
+    with pytest.raises(openai.APIStatusError) as streamed:
+        world.client().chat.completions.create(
+            model=world.model, messages=long_prompt, max_tokens=4, stream=True
+        )
+    assert streamed.value.status_code == BEHAVIOUR[real.kind].stream_overflow_status
+    if streamed.value.status_code == 400:
+        assert streamed.value.code == "context_length_exceeded"
 
 
 # --- a client leaving -------------------------------------------------------------------------
@@ -316,7 +381,7 @@ def test_a_client_leaving_mid_stream_stops_generation_on_the_node(
     onboarded: Onboarded,
 ) -> None:
     server = onboarded.server
-    max_tokens = CONTEXT_WINDOW // 2
+    max_tokens = server.context_window // 2
     generated_before = _generated_tokens(server)
     stream = onboarded.client().chat.completions.create(
         model=onboarded.model,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Upper bounds in milliseconds, exclusive: bucket i holds BOUNDS[i-1] <= v < BOUNDS[i], the
 # first bucket 0 <= v < 10 and the last v >= 120 s.
@@ -171,8 +172,9 @@ def _max(a: float | None, b: float | None) -> float | None:
 
 
 def _int(value: object) -> int:
-    return int(value) if isinstance(value, int | float) else 0
+    # PostgreSQL sums bigint columns as numeric: Decimal, from a raw cursor.
+    return int(value) if isinstance(value, int | float | Decimal) else 0
 
 
 def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if isinstance(value, int | float | Decimal) else None

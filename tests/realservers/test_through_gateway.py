@@ -25,7 +25,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from gateway import tasks
 from gateway.models import RequestLog
 from gateway.services import apikey_create
+from nodes import server_load_store
 from nodes.models import ModelProfile, Node
+from nodes.tasks import scrape_server_load
 from tests.conftest import clean_gateway_state
 from tests.gateways import GatewayProcess
 from tests.realservers.servers import RealServer, metric
@@ -51,6 +53,8 @@ class Behaviour:
     refusals: tuple[tuple[dict[str, object], str, int], ...]
     # The client's status when the server refuses a streamed prompt as too long for it.
     stream_overflow_status: int
+    # Whether it exports load gauges the scrape reads (nodes.load_scraper).
+    gauges: bool
 
 
 BEHAVIOUR = {
@@ -64,6 +68,7 @@ BEHAVIOUR = {
         # The prompt's length is checked once the stream has begun: a 200, then the
         # connection closes; the gateway calls that a node failing before the first token.
         stream_overflow_status=502,
+        gauges=False,
     ),
     "vllm_cpu": Behaviour(
         kind="vllm",
@@ -77,6 +82,7 @@ BEHAVIOUR = {
             ({"logit_bias": {"99999": 5}}, "logit_bias", 400),
         ),
         stream_overflow_status=400,
+        gauges=True,
     ),
 }
 
@@ -426,6 +432,34 @@ def test_a_client_leaving_mid_stream_stops_generation_on_the_node(
         model=onboarded.model, messages=HELLO, max_tokens=2, temperature=0
     )
     assert answer.usage is not None and answer.usage.completion_tokens == 2
+
+
+# --- load signals -------------------------------------------------------------------------
+
+
+def test_the_load_scrape_reads_the_servers_own_gauges(onboarded: Onboarded) -> None:
+    name = onboarded.node.name
+    if not BEHAVIOUR[onboarded.server.kind].gauges:
+        assert scrape_server_load() == 0, "a server without gauges is not asked"
+        assert server_load_store.latest([name])[name] is None
+        return
+    stream = onboarded.client().chat.completions.create(
+        model=onboarded.model,
+        messages=HELLO,
+        max_tokens=onboarded.server.context_window // 2,
+        temperature=0,
+        stream=True,
+    )
+    with stream:
+        # Read while the answer is being generated: the request is running on the server.
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        assert scrape_server_load() == 1
+        load = server_load_store.latest([name])[name]
+    assert load is not None
+    assert (load["running"], load["waiting"], load["stale"]) == (1, 0, False)
+    assert load["kv"] is not None and 0 < load["kv"] < 0.01, "a few blocks of a large cache"
 
 
 def _vllm_metric(server: RealServer, name: str) -> float:

@@ -140,7 +140,7 @@ end
 -- hold (conversations spread over the nodes' slots and caches by speed, as a sticky
 -- placement would, instead of piling onto the fastest node while their users think).
 local spread = nrec > 0 and affine == nil
-local REBALANCE_MARGIN = 1.25
+local REBALANCE_MARGIN = 0.25
 local CONVERSATION_IDLE_MS = 60000
 
 -- Each node's speed for this model: decode and prefill tokens per second of one sequence,
@@ -182,6 +182,10 @@ local CONVERSATION_DUTY = 0.3
 local per_conversation = CONVERSATION_DUTY
 if sum_conversations > 0 then
   per_conversation = math.max(sum_busy / sum_conversations, CONVERSATION_DUTY)
+end
+local kept_affine = 1  -- how much of its conversations the node holding this one keeps
+for _, node in ipairs(nodes) do
+  if node.name == affine then kept_affine = node.kept end
 end
 local unit_d, unit_p = unit_prior, unit_prior * prefill_ratio
 if sum_score > 0 then unit_d, unit_p = sum_d / sum_score, sum_p / sum_score end
@@ -290,8 +294,10 @@ for _, node in ipairs(nodes) do
     local own = prefill_s + decode_s
     local objective = (prefill_s + pace * decode_s) * crowding
     -- Moving a conversation also gives up its cache for the turns after this one: another
-    -- node must be clearly better than the one holding it.
-    if affine and name ~= affine then objective = objective * REBALANCE_MARGIN end
+    -- node must be clearly better than the one holding it (as far as that one keeps them).
+    if affine and name ~= affine then
+      objective = objective * (1 + REBALANCE_MARGIN * kept_affine)
+    end
     local pref = prefer ~= '' and node.gpu == prefer
     if inflight + ahead + extra < maxc and not full then
       if better(pref, objective, best, best_pref, best_score) then
@@ -447,13 +453,18 @@ if token_delta ~= 0 and keyid ~= '' then
     redis.call('PEXPIRE', k, 130000)
   end
 end
--- ARGV[11..19]: what the answer says of the node's speed (gateway.speed_samples), when
+-- ARGV[11..21]: what the answer says of the node's speed (gateway.speed_samples), when
 -- ARGV[11] (the model) is set: one sequence's decode and prefill tokens per second, folded
 -- into a running average whose old samples fade with time constant tau, so a node that slows
 -- down is seen within seconds; n counts the samples behind it (fading the same way).
 if ARGV[11] and ARGV[11] ~= '' then
   local sk = p .. 'speed:' .. ARGV[12] .. '|' .. ARGV[11]
   local decode, prefill = tonumber(ARGV[13]), tonumber(ARGV[14])
+  -- The decode speed came with sequences sharing the GPU: as many as when it was admitted
+  -- at first, as many as now at the end (its own slot included); normalised to it alone by
+  -- their mean, since the busiest node fills up while its requests run.
+  local shared = (tonumber(ARGV[20]) + redis.call('ZCARD', p .. 'slots:' .. ARGV[12]) + 1) / 2
+  decode = decode * (1 + tonumber(ARGV[21]) * math.max(shared - 1, 0))
   local tau, n_max = tonumber(ARGV[15]), tonumber(ARGV[16])
   local cur = redis.call('HMGET', sk, 'd', 'p', 'n', 't')
   if decode <= 0 and prefill <= 0 then
@@ -482,23 +493,23 @@ if ARGV[11] and ARGV[11] ~= '' then
     redis.call('HSET', p .. 'outlen', ARGV[11], was + (tonumber(ARGV[18]) - was) * 0.05)
   end
 end
--- ARGV[20..]: metrics and the log entry (absent for a release between retry attempts).
-if #ARGV > 19 then
-  local model, label = ARGV[20], ARGV[21]
+-- ARGV[22..]: metrics and the log entry (absent for a release between retry attempts).
+if #ARGV > 21 then
+  local model, label = ARGV[22], ARGV[23]
   redis.call('HINCRBY', p .. 'm:requests', label, 1)
   redis.call('SADD', p .. 'm:models', model)
-  if ARGV[22] ~= '' then
-    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[22], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[23])
-  end
   if ARGV[24] ~= '' then
-    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[24], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[25])
+    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[24], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[25])
   end
-  if ARGV[26] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[28], ARGV[26]) end
-  if ARGV[27] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[29], ARGV[27]) end
-  redis.call('RPUSH', p .. 'requestlog', ARGV[30])
-  if ARGV[31] and ARGV[31] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[31], 1) end
+  if ARGV[26] ~= '' then
+    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[26], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[27])
+  end
+  if ARGV[28] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[30], ARGV[28]) end
+  if ARGV[29] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[31], ARGV[29]) end
+  redis.call('RPUSH', p .. 'requestlog', ARGV[32])
+  if ARGV[33] and ARGV[33] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[33], 1) end
 end
 return cooldown
 """

@@ -105,8 +105,10 @@ def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
         first_token_s=ex.node_first - ex.node_started if ex.node_first is not None else None,
         prompt_tokens=max(prompt - cached, 0),
         completion_tokens=ex.completion_tokens,
-        running=ex.running,
+        running=1,  # RELEASE normalises by the sequences sharing the GPU, start and end
     )
     sample = routing.speed_sample(timing, policy.slowdown)
     kept = routing.cache_kept(ex.cached_tokens, ex.node_cached) if ex.affinity == "hit" else None
-    return routing.release_args(request.model, ex.node, sample, ex.completion_tokens, policy, kept)
+    return routing.release_args(
+        request.model, ex.node, sample, ex.completion_tokens, policy, kept, ex.running
+    )

@@ -144,11 +144,15 @@ def release_args(
     completion_tokens: int | None,
     policy: Policy,
     kept: float | None = None,
+    running: int = 1,
 ) -> list[Any]:
-    """RELEASE's arguments 11 to 19 (empty: nothing learned). `kept`: of the prefix the node
-    was expected to hold, the share it held (cache_kept)."""
+    """RELEASE's arguments 11 to 21 (empty: nothing learned). `sample` is for the sequence
+    alone as far as the answer knows (speed_sample with running=1): RELEASE normalises it by
+    the sequences that shared the GPU with it, `running` when it was admitted and as many as
+    it finds at the end. `kept`: of the prefix the node was expected to hold, the share it
+    held (cache_kept)."""
     if sample is None and completion_tokens is None:
-        return ["", "", 0, 0, 0, 0, 0, "", ""]
+        return ["", "", 0, 0, 0, 0, 0, "", "", 1, 0]
     decode, prefill = sample or (0.0, 0.0)
     return [
         model,
@@ -160,6 +164,8 @@ def release_args(
         PRIOR_PREFILL_RATIO,
         completion_tokens if completion_tokens is not None else "",
         round(kept, 3) if kept is not None else "",
+        running,
+        policy.slowdown,
     ]
 
 

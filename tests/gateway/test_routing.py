@@ -39,9 +39,9 @@ def test_an_answer_too_short_to_say_anything_teaches_nothing() -> None:
 
 def test_nothing_learned_is_sent_as_empty_arguments() -> None:
     args = routing.release_args("m", "n", None, None, DEFAULT_ROUTING)
-    assert len(args) == 9 and args[0] == ""
+    assert len(args) == 11 and args[0] == ""
     # A short answer still counts towards the model's usual answer length.
-    assert routing.release_args("m", "n", None, 3, DEFAULT_ROUTING)[-2] == 3
+    assert routing.release_args("m", "n", None, 3, DEFAULT_ROUTING)[7] == 3
 
 
 def test_how_much_of_the_expected_prefix_the_node_still_held() -> None:

@@ -246,3 +246,17 @@ async def test_a_node_whose_cache_drops_conversations_gets_less_credit_for_them(
     assert full_credit.cached == 3900 and full_credit.node == "b"
     assert kept < 0.2
     assert less.node == "b" and less.expected_s > full_credit.expected_s + 1.5
+
+
+async def test_a_speed_is_normalised_by_the_sequences_that_shared_the_gpu(
+    redis_client: redis.Redis,
+) -> None:
+    node = route("n", max_concurrent=8, prior=100)
+    async with admission_on() as admission:
+        for i in range(4):  # four others run on the node when the answer comes back
+            await admit(admission, f"o{i}", node, request=SHORT)
+        # Admitted with one other, finished with four: 2.5 sharing on average.
+        learned = routing.release_args(MODEL, "n", (20.0, 0.0), 100, admission.routing, None, 2)
+        await admission.release(None, outcome="ok", learned=learned)
+    stored = float(redis_client.hget(redis_keys.speed("n", MODEL), "d") or 0)
+    assert stored == pytest.approx(20.0 * (1 + 0.15 * 2.5))

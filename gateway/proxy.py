@@ -333,6 +333,11 @@ class Proxy:
                         if b"data:" not in out:  # only the node's own keep-alive comments
                             await self.comment(ex, out)
                             continue
+                        if ex.response_started:
+                            # Keep-alive comments opened the stream before a node answered,
+                            # so its headers name none: say which one did, as a comment too
+                            # (SSE clients skip it; the console's chat page reads it).
+                            await self.write(b": x-clawdbot-node " + node.name.encode() + b"\n\n")
                         await self.start_stream(ex)
                         ex.content_sent = True
                         ex.node_first = time.perf_counter()

@@ -267,6 +267,9 @@ async def test_keepalives_flow_while_the_node_is_still_in_prefill(
     data = [line for line in lines if line.startswith("data: ")]
     assert lines.index(": keep-alive") < lines.index(data[0])
     assert '"role":"assistant"' in data[0] and data[-1] == "data: [DONE]"
+    # The headers went out before a node answered: the node is named just before the answer.
+    assert "x-clawdbot-node" not in response.headers
+    assert lines[lines.index(data[0]) - 2] == ": x-clawdbot-node gpu1"
 
 
 def test_a_stream_that_fails_before_its_first_token_goes_to_another_node(

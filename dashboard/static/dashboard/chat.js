@@ -70,7 +70,9 @@
       stream: true,
       stream_options: { include_usage: true },
     });
-    const node = response.headers.get("X-Clawdbot-Node");
+    // A stream kept alive through a slow start opens before any node answers: its headers
+    // name none, and the gateway names the node in a comment (": x-clawdbot-node NAME").
+    let node = response.headers.get("X-Clawdbot-Node");
     if (!response.ok) {
       let message = response.status + " " + response.statusText;
       try { message = (await response.json()).error.message; } catch (e) { /* not JSON */ }
@@ -92,6 +94,7 @@
         const event = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
         for (const line of event.split("\n")) {
+          if (line.startsWith(": x-clawdbot-node ")) node = line.slice(18).trim();
           if (!line.startsWith("data:")) continue;
           const data = line.slice(5).trim();
           if (data === "[DONE]") continue;

@@ -85,6 +85,22 @@
       el.textContent = state;
       el.className = "badge badge-" + state;
     });
+    recountReady();
+  }
+
+  // The overview's "Nodes ready" figure follows the cards' states.
+  function recountReady() {
+    const figure = document.querySelector('[data-field="ready-count"]');
+    if (!figure || !figure.firstChild) return;
+    const seen = new Set();
+    let ready = 0;
+    document.querySelectorAll('[data-node] [data-field="state"]').forEach(function (el) {
+      const node = el.closest("[data-node]").dataset.node;
+      if (seen.has(node)) return;
+      seen.add(node);
+      if (el.textContent.trim() === "READY") ready += 1;
+    });
+    figure.firstChild.textContent = ready + " ";
   }
 
   function clock(iso) {

@@ -287,7 +287,9 @@ for _, node in ipairs(nodes) do
       local projected = node.conversations * per_conversation
       running = math.max(running, projected)
       -- Its later turns will find the node's slots (and prefix cache) this much in use.
-      crowding = (1 + projected / maxc) / math.max(node.kept, 0.25)
+      -- (Slots held by conversations a cache keeps dropping weigh more: their turns come
+      -- back to a node that must prefill them again.)
+      crowding = 1 + projected / (maxc * math.max(node.kept, 0.25))
     end
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))

@@ -57,18 +57,22 @@ class RealServer:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            _signal_group(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 pass
-        # The group may outlive its leader (vLLM's engine process): end what is left of it.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # The group may outlive its leader (a process vLLM started): end what is left of it.
+        _signal_group(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._log.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the whole group has exited
 
 
 def _start(

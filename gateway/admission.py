@@ -287,9 +287,9 @@ for _, node in ipairs(nodes) do
       local projected = node.conversations * per_conversation
       running = math.max(running, projected)
       -- Its later turns will find the node's slots (and prefix cache) this much in use.
-      -- (Slots held by conversations a cache keeps dropping weigh more: their turns come
-      -- back to a node that must prefill them again.)
-      crowding = 1 + projected / (maxc * math.max(node.kept, 0.25))
+      -- Only conversations the node's cache keeps come back to it: on a node without a
+      -- prefix cache (it keeps none, as its answers say) they crowd nothing.
+      crowding = 1 + projected * math.min(1, 2 * node.kept) / maxc
     end
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
@@ -370,7 +370,9 @@ for i = 0, nrec - 1 do
   redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
   redis.call('ZADD', p .. 'affidx', now, id)
 end
-if matched and nrec > 0 then  -- a conversation continued: live on the node it is now on
+-- A conversation continued (its prompt extends the one found, not merely repeats it): live
+-- on the node it is now on.
+if matched and nrec > 0 and matched ~= ARGV[26] then
   local ck = p .. 'conv:' .. chosen
   redis.call('ZREM', p .. 'conv:' .. affine, matched)
   redis.call('ZADD', ck, now, ARGV[26])

@@ -260,3 +260,16 @@ async def test_a_speed_is_normalised_by_the_sequences_that_shared_the_gpu(
         await admission.release(None, outcome="ok", learned=learned)
     stored = float(redis_client.hget(redis_keys.speed("n", MODEL), "d") or 0)
     assert stored == pytest.approx(20.0 * (1 + 0.15 * 2.5))
+
+
+async def test_a_repeated_prompt_is_not_a_live_conversation(redis_client: redis.Redis) -> None:
+    node = route("n", prior=100)
+    conv = redis_keys.PREFIX + redis_keys.CONVERSATIONS_PART + "n"
+    async with admission_on() as admission:
+        for lease in ("1", "2", "3"):  # the same single prompt three times
+            verdict = await admit(admission, lease, node, request=conversation("p", (("p", 3900),)))
+            await admission.release(Lease(lease, verdict.node), outcome="ok")
+        assert verdict.affine == "n"  # its node still holds it
+        assert redis_client.zcard(conv) == 0
+        longer = await admit(admission, "4", node, request=conversation("p2", (("p", 3900),)))
+    assert longer.affine == "n" and redis_client.zcard(conv) == 1

@@ -61,6 +61,7 @@ class Exchange:
     node_first: float | None = None
     node_done: float | None = None
     node_cached: int | None = None  # prompt tokens the node took from its cache, if it says
+    node_timings: tuple[float, float] | None = None  # its own prefill and decode seconds
 
     def base_headers(self, *, with_node: bool = True) -> Headers:
         headers: Headers = [(b"x-request-id", self.request_id.encode())]

@@ -237,6 +237,7 @@ class Proxy:
             raise node_faults.for_unreadable_answer(error) from None
         # Only OpenAI-compatible servers say how much of the prompt came from their cache.
         ex.node_cached = getattr(call, "cached_tokens", None)
+        ex.node_timings = getattr(call, "timings", None)  # Ollama's own prefill/decode times
         ex.outcome = node_faults.ANSWERED
         ex.ttft = time.perf_counter() - ex.started
         headers = [JSON, *ex.base_headers()]
@@ -364,6 +365,7 @@ class Proxy:
             self._failed_before_content(ex, failure)
         ex.prompt_tokens, ex.completion_tokens = relay.prompt_tokens, relay.completion_tokens
         ex.node_cached = getattr(relay, "cached_tokens", None)  # as for answers, above
+        ex.node_timings = getattr(relay, "timings", None)
         if ex.completion_tokens is None:
             ex.completion_tokens = relay.streamed  # cut short: what reached the client
         if failure is None:

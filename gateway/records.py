@@ -107,7 +107,10 @@ def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
         completion_tokens=ex.completion_tokens,
         running=1,  # RELEASE normalises by the sequences sharing the GPU, start and end
     )
-    sample = routing.speed_sample(timing, policy.slowdown)
+    if ex.node_timings is not None:  # the server timed it itself: no guessing
+        sample = routing.exact_sample(timing.prompt_tokens, ex.completion_tokens, ex.node_timings)
+    else:
+        sample = routing.speed_sample(timing, policy.slowdown)
     kept = routing.cache_kept(ex.cached_tokens, ex.node_cached) if ex.affinity == "hit" else None
     return routing.release_args(
         request.model, ex.node, sample, ex.completion_tokens, policy, kept, ex.running

@@ -137,6 +137,20 @@ def speed_sample(timing: Timing, slowdown: float) -> tuple[float, float] | None:
     return decode, prefill
 
 
+def exact_sample(
+    prompt_tokens: int, completion_tokens: int, timings: tuple[float, float]
+) -> tuple[float, float] | None:
+    """One sequence's decode and prefill tokens per second from the server's own split of
+    the time (Ollama's prompt_eval_duration and eval_duration), as speed_sample for one
+    running alone: exact where speed_sample must guess, so also for short prompts."""
+    prefill_s, decode_s = timings
+    decode = completion_tokens / decode_s if completion_tokens >= 1 and decode_s > 0 else 0.0
+    prefill = prompt_tokens / prefill_s if prompt_tokens >= 1 and prefill_s > 0 else 0.0
+    if decode <= 0 and prefill <= 0:
+        return None
+    return decode, prefill
+
+
 def release_args(
     model: str,
     node: str,

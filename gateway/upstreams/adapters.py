@@ -47,6 +47,7 @@ class OllamaGenerationCall:
     ids: _Ids
     path: str = ""
     body: bytes = b""
+    timings: tuple[float, float] | None = None  # the answer's, once translated (routing)
 
     def __post_init__(self) -> None:
         chat = isinstance(self.request, ChatRequest)
@@ -75,6 +76,7 @@ class OllamaGenerationCall:
             completion_id=self.ids.completion_id,
             created=self.ids.created,
         )
+        self.timings = ollama.native_timings(native)
         # The node's own counts: the answer's usage says 0 for a count Ollama left out, which
         # for the truncation check must stay unknown (PROTOCOLS.md, "Missing metric fields").
         return orjson.dumps(answer), *_native_counts(native)

@@ -549,6 +549,7 @@ class _StreamBase:
         self.include_usage = include_usage
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+        self.timings: tuple[float, float] | None = None  # native_timings of the final line
         self.finish_reason: str | None = None
         self.done = False
         self.error: GatewayError | None = None
@@ -598,6 +599,7 @@ class _StreamBase:
         completion = obj.get("eval_count")
         self.prompt_tokens = prompt if isinstance(prompt, int) else None
         self.completion_tokens = completion if isinstance(completion, int) else None
+        self.timings = native_timings(obj)
         return _REASON_JSON[reason]
 
     def _usage_event(self) -> bytes:
@@ -742,6 +744,10 @@ class NdjsonRelay:
         return self.translator.completion_tokens
 
     @property
+    def timings(self) -> tuple[float, float] | None:
+        return self.translator.timings
+
+    @property
     def failed(self) -> GatewayError | None:
         return self.translator.error
 
@@ -771,3 +777,12 @@ class NdjsonRelay:
     def finish(self) -> bytes:
         rest, self._buffer = self._buffer, b""
         return self._line(rest) + self.translator.finish()
+
+
+def native_timings(obj: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Ollama's own prefill and decode times in seconds (prompt_eval_duration, eval_duration,
+    in nanoseconds): the exact split routing learns a node's speeds from. None without both."""
+    prompt_ns, eval_ns = obj.get("prompt_eval_duration"), obj.get("eval_duration")
+    if not isinstance(prompt_ns, int) or not isinstance(eval_ns, int) or eval_ns <= 0:
+        return None
+    return max(prompt_ns, 0) / 1e9, eval_ns / 1e9

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import prefixes, routing
 from gateway.admission import DEFAULT_ROUTING
+from gateway.upstreams import ollama
 from tests.gateway.admitting import route
 
 
@@ -80,3 +81,13 @@ def test_affinity_labels(affine: str, chosen: str, label: str) -> None:
 def test_the_reason_names_the_node_and_the_runner_up() -> None:
     assert routing.reason("h100", 1.23456, "a10", 3.5) == "h100 expected 1.235s; next a10 3.500s"
     assert routing.reason("only", 0.5, "", -1) == "only expected 0.500s"
+
+
+def test_an_ollama_answer_times_its_own_prefill_and_decode() -> None:
+    final = {"prompt_eval_count": 11, "prompt_eval_duration": 770_000_000,
+             "eval_count": 5, "eval_duration": 25_000_000}  # fmt: skip
+    timings = ollama.native_timings(final)
+    assert timings == pytest.approx((0.77, 0.025))
+    assert routing.exact_sample(11, 5, timings or (0, 0)) == pytest.approx((200.0, 11 / 0.77))
+    assert ollama.native_timings({"eval_count": 5}) is None
+    assert routing.exact_sample(0, 0, (0.0, 0.0)) is None

@@ -28,6 +28,8 @@ from typing import Any
 
 import aiohttp
 
+from bench.cluster import free_port, wait_http
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 DURATION_S = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -42,25 +44,6 @@ NATIVE = {
     "stream": False,
     "options": {"num_ctx": 8192, "num_predict": 20},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -279,7 +262,7 @@ def main() -> int:
               "--model", "qwen3:32b", "--answer-tokens", "20", "--parallel", "64",
               "--max-queue", "1024")  # fmt: skip
         sim = f"http://127.0.0.1:{sim_port}"
-        wait_http(sim + "/")
+        wait_http(sim + "/", timeout_s=30)
         manage = [PY, "manage.py"]
         subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         subprocess.run(
@@ -305,7 +288,7 @@ def main() -> int:
                         "-v", "0", "clawdbot_site.asgi:application",
                         cpus=gateway_cpus)  # fmt: skip
         gw = f"http://127.0.0.1:{gw_port}"
-        wait_http(gw + "/healthz")
+        wait_http(gw + "/healthz", timeout_s=30)
         auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         plain = {"Content-Type": "application/json"}
         gw_chat, sim_chat = gw + "/v1/chat/completions", sim + "/api/chat"
@@ -359,7 +342,7 @@ def main() -> int:
             serve = start(PY, "-m", "clawdbot_site.cli", "serve", "-v", "0", "--port",
                           str(port), "--workers", str(workers))  # fmt: skip
             url = f"http://127.0.0.1:{port}"
-            wait_http(url + "/healthz")
+            wait_http(url + "/healthz", timeout_s=30)
             # Warm every process: connections hashed to one still starting wait for it.
             asyncio.run(aio_requests(url + "/v1/chat/completions", CHAT, auth, 16, 400))
             try:

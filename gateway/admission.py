@@ -115,7 +115,9 @@ local nlook = tonumber(ARGV[24])
 -- What the client waits for: a stream's reader sees tokens once the first arrives, so a
 -- stream is priced by its time to first token, and its decode only at `pace` of its time.
 local pace = tonumber(ARGV[25])
-local first = 26 + nrec + nlook * 2
+local records = 26  -- ARGV from here: the record identities, then the lookups
+local lookups = records + nrec
+local first = lookups + nlook * 2
 
 if output < 0 then  -- no max_tokens: the model's usual answer length
   output = tonumber(redis.call('HGET', p .. 'outlen', model) or '256')
@@ -123,12 +125,12 @@ end
 local affine, cached, matched = nil, 0, nil
 if nlook > 0 then
   local keys = {}
-  for i = 0, nlook - 1 do keys[i + 1] = p .. 'aff:' .. ARGV[26 + nrec + i * 2] end
+  for i = 0, nlook - 1 do keys[i + 1] = p .. 'aff:' .. ARGV[lookups + i * 2] end
   local found = redis.call('MGET', unpack(keys))
   for i = 1, nlook do
     if found[i] then
-      affine, cached = found[i], tonumber(ARGV[26 + nrec + (i - 1) * 2 + 1])
-      matched = ARGV[26 + nrec + (i - 1) * 2]
+      affine, cached = found[i], tonumber(ARGV[lookups + (i - 1) * 2 + 1])
+      matched = ARGV[lookups + (i - 1) * 2]
       break
     end
   end
@@ -366,16 +368,16 @@ end
 
 -- The chosen node will hold this prompt's prefix: remember it, bounded (oldest out first).
 for i = 0, nrec - 1 do
-  local id = ARGV[26 + i]
+  local id = ARGV[records + i]
   redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
   redis.call('ZADD', p .. 'affidx', now, id)
 end
 -- A conversation continued (its prompt extends the one found, not merely repeats it): live
 -- on the node it is now on.
-if matched and nrec > 0 and matched ~= ARGV[26] then
+if matched and nrec > 0 and matched ~= ARGV[records] then
   local ck = p .. 'conv:' .. chosen
   redis.call('ZREM', p .. 'conv:' .. affine, matched)
-  redis.call('ZADD', ck, now, ARGV[26])
+  redis.call('ZADD', ck, now, ARGV[records])
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', now - CONVERSATION_IDLE_MS)
   redis.call('PEXPIRE', ck, CONVERSATION_IDLE_MS)
 end

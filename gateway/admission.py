@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aredis
@@ -459,7 +459,7 @@ if token_delta ~= 0 and keyid ~= '' then
     redis.call('PEXPIRE', k, 130000)
   end
 end
--- ARGV[11..21]: what the answer says of the node's speed (gateway.speed_samples), when
+-- ARGV[11..21]: what the answer says of the node's speed (gateway.routing.speed_sample), when
 -- ARGV[11] (the model) is set: one sequence's decode and prefill tokens per second, folded
 -- into a running average whose old samples fade with time constant tau, so a node that slows
 -- down is seen within seconds; n counts the samples behind it (fading the same way).
@@ -633,17 +633,20 @@ class Admission:
         raw = await self._resp.evalsha(self._admit.sha, ADMIT, [redis_keys.PREFIX], args)
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
         status, node_name, retry, rem_r, rem_t = values[:5]
-        verdict = Verdict(status, node_name, int(retry), int(rem_r), int(rem_t))
         if len(values) < 11:
-            return verdict
-        return replace(
-            verdict,
-            expected_s=float(values[5]),
-            runner_up=values[6],
-            runner_up_s=float(values[7]),
-            affine=values[8],
-            running=int(values[9]),
-            cached=int(float(values[10])),
+            return Verdict(status, node_name, int(retry), int(rem_r), int(rem_t))
+        return Verdict(
+            status,
+            node_name,
+            int(retry),
+            int(rem_r),
+            int(rem_t),
+            float(values[5]),
+            values[6],
+            float(values[7]),
+            values[8],
+            int(values[9]),
+            int(float(values[10])),
         )
 
     async def load(self) -> None:

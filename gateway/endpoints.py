@@ -68,6 +68,11 @@ def _routing(
     return Request(profile.model_id, prompt, output, found, stream)
 
 
+def _follows(prompt: int, ex: Exchange) -> bool:
+    """Is this request's conversation followed for affinity (gateway.prefixes)?"""
+    return settings.CLAWDBOT_AFFINITY and prefixes.worth_following(prompt, ex.session)
+
+
 def _fallback(
     snapshot: Snapshot, profile: ProfileView, prompt: int, requested: int | None, param: str
 ) -> tuple[ProfileView, Plan] | None:
@@ -102,7 +107,7 @@ def prepare(
         _estimate(ex, prompt, chat.max_tokens, plan.max_tokens)
         found = (
             prefixes.chat(profile.model_id, chat.messages, chat.tools, ex.session)
-            if settings.CLAWDBOT_AFFINITY
+            if _follows(prompt, ex)
             else prefixes.NONE
         )
         ex.routing = _routing(profile, prompt, chat.max_tokens, plan, found, chat.stream)
@@ -121,7 +126,7 @@ def prepare(
         _estimate(ex, prompt, completion.max_tokens, plan.max_tokens)
         found = (
             prefixes.completion(profile.model_id, completion.prompt, ex.session)
-            if settings.CLAWDBOT_AFFINITY
+            if _follows(prompt, ex)
             else prefixes.NONE
         )
         ex.routing = _routing(

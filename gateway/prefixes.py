@@ -45,6 +45,11 @@ BLOCK_CHARS = 512
 BLOCK_RECENT = 8
 BLOCK_STRIDE = 8
 MAX_LOOKUPS = 16
+# A prompt shorter than this is not followed (unless its client names a session): the next
+# turn would find at most this many tokens cached, a prefill of a few milliseconds on a
+# large GPU and under a tenth of a second on the slowest, less than placing that turn by
+# load gains; and following it costs every short request prefix hashing and Redis work.
+MIN_TOKENS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,10 @@ class Prefixes:
 
 
 NONE = Prefixes((), ())
+
+
+def worth_following(prompt_tokens: int, session: str) -> bool:
+    return bool(session) or prompt_tokens >= MIN_TOKENS
 
 
 def _seed(model: str, tools: Sequence[Any] | None) -> Any:

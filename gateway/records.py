@@ -93,6 +93,7 @@ def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
         or ex.node_done is None
         or ex.completion_tokens is None
         or ex.outcome != node_faults.ANSWERED
+        or not rt.learning.due(request.model, ex.node, ex.node_done)
     ):
         return None
     policy = rt.admission.routing
@@ -105,13 +106,11 @@ def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
         first_token_s=ex.node_first - ex.node_started if ex.node_first is not None else None,
         prompt_tokens=max(prompt - cached, 0),
         completion_tokens=ex.completion_tokens,
-        running=1,  # RELEASE normalises by the sequences sharing the GPU, start and end
     )
     if ex.node_timings is not None:  # the server timed it itself: no guessing
         sample = routing.exact_sample(timing.prompt_tokens, ex.completion_tokens, ex.node_timings)
     else:
-        sample = routing.speed_sample(timing, policy.slowdown)
+        sample = routing.speed_sample(timing)
     kept = routing.cache_kept(ex.cached_tokens, ex.node_cached) if ex.affinity == "hit" else None
-    return routing.release_args(
-        request.model, ex.node, sample, ex.completion_tokens, policy, kept, ex.running
-    )
+    answer = ex.completion_tokens if request.output_tokens is None else None
+    return routing.release_args(request.model, ex.node, sample, answer, policy, kept, ex.running)

@@ -104,37 +104,57 @@ class Timing:
     first_token_s: float | None  # until its first token (streams only)
     prompt_tokens: int  # what the node had to prefill (the prompt, less what it had cached)
     completion_tokens: int
-    running: int  # sequences on the node with this one when it was admitted
 
 
-def speed_sample(timing: Timing, slowdown: float) -> tuple[float, float] | None:
-    """One sequence's decode and prefill tokens per second shown by one answer (0: this
-    answer says nothing of it), or None when it says nothing at all.
+def speed_sample(timing: Timing) -> tuple[float, float] | None:
+    """The decode and prefill tokens per second one answer shows, as if its sequence had the
+    GPU to itself (RELEASE normalises the decode speed by the sequences that shared it), 0
+    where this answer says nothing of one, or None when it says nothing at all.
 
-    Decode speed is normalised to a sequence running alone, by the slowdown of the sequences
-    it shared the GPU with. A stream shows both: the first token came after the prefill and
-    one decoded token, the rest at the decode speed. An answer without streaming shows only
-    its total time, taken as the prefill (at the prior's ratio to decode) plus the decode."""
+    A stream shows both: the first token came after the prefill and one decoded token, the
+    rest at the decode speed. An answer without streaming shows only its total time, taken as
+    the prefill (at the prior's ratio to decode) plus the decode."""
     tokens = timing.completion_tokens
-    norm = 1 + slowdown * max(timing.running - 1, 0)
     first = timing.first_token_s
     if first is None:
         if tokens < MIN_DECODE_TOKENS or timing.service_s <= 0:
             return None
         work = tokens + timing.prompt_tokens / PRIOR_PREFILL_RATIO
-        return work / timing.service_s * norm, 0.0
+        return work / timing.service_s, 0.0
     decode = prefill = 0.0
     decode_s = timing.service_s - first
     one = 0.0
     if tokens >= MIN_DECODE_TOKENS and decode_s > 0:
         one = decode_s / (tokens - 1)
-        decode = (tokens - 1) / decode_s * norm
+        decode = (tokens - 1) / decode_s
     prefill_s = first - one
     if timing.prompt_tokens >= MIN_PREFILL_TOKENS and prefill_s > 0:
         prefill = timing.prompt_tokens / prefill_s
     if decode <= 0 and prefill <= 0:
         return None
     return decode, prefill
+
+
+# One process learns from at most one answer per node and model this often: at thousands of
+# answers a second, folding in every one would cost each request Redis work and teach no
+# more, the running average's time constant being seconds.
+LEARN_EVERY_S = 0.01
+
+
+class SampleGate:
+    """Which answers a process learns node speeds from (LEARN_EVERY_S)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, str], float] = {}  # bounded: one per node and model
+
+    def due(self, model: str, node: str, now: float) -> bool:
+        key = (model, node)
+        if now < self._next.get(key, 0.0):
+            return False
+        self._next[key] = now + LEARN_EVERY_S
+        return True
 
 
 def exact_sample(
@@ -155,17 +175,19 @@ def release_args(
     model: str,
     node: str,
     sample: tuple[float, float] | None,
-    completion_tokens: int | None,
+    answer_tokens: int | None,
     policy: Policy,
     kept: float | None = None,
     running: int = 1,
 ) -> list[Any]:
     """RELEASE's arguments 11 to 21 (empty: nothing learned). `sample` is for the sequence
-    alone as far as the answer knows (speed_sample with running=1): RELEASE normalises it by
-    the sequences that shared the GPU with it, `running` when it was admitted and as many as
-    it finds at the end. `kept`: of the prefix the node was expected to hold, the share it
-    held (cache_kept)."""
-    if sample is None and completion_tokens is None:
+    alone as far as the answer knows (speed_sample): RELEASE normalises it by the sequences
+    that shared the GPU with it, `running` when it was admitted and as many as it finds at
+    the end. `answer_tokens`: the answer's length, for the model's usual answer length; only
+    from requests without max_tokens (a client's limit cuts answers short of their usual
+    length, and routing uses the usual length only where there is no limit). `kept`: of the
+    prefix the node was expected to hold, the share it held (cache_kept)."""
+    if sample is None and answer_tokens is None:
         return ["", "", 0, 0, 0, 0, 0, "", "", 1, 0]
     decode, prefill = sample or (0.0, 0.0)
     return [
@@ -176,7 +198,7 @@ def release_args(
         policy.speed_tau_ms,
         MAX_SAMPLES,
         PRIOR_PREFILL_RATIO,
-        completion_tokens if completion_tokens is not None else "",
+        answer_tokens if answer_tokens is not None else "",
         round(kept, 3) if kept is not None else "",
         running,
         policy.slowdown,

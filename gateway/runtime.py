@@ -26,6 +26,7 @@ from gateway.leases import HeldLeases
 from gateway.queue_signals import QueueSignals
 from gateway.response_cache import ResponseCache
 from gateway.routing import Policy as RoutingPolicy
+from gateway.routing import SampleGate
 from gateway.selectors import build_snapshot
 from gateway.services import tier_change_record
 from gateway.snapshot import Live, Snapshot, reweigh
@@ -68,6 +69,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     signals: QueueSignals = field(default_factory=QueueSignals)
     tokens: TokenVerifier | None = None  # single sign-on, when configured
+    learning: SampleGate = field(default_factory=SampleGate)  # gateway.routing
 
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")

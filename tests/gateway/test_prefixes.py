@@ -72,3 +72,9 @@ def test_lookups_are_bounded() -> None:
         history = turn(history, f"question {i}", f"answer {i}")
     assert len(prefixes.chat("m", history).lookups) <= prefixes.MAX_LOOKUPS
     assert len(prefixes.completion("m", "x" * 512 * 200).lookups) <= prefixes.MAX_LOOKUPS
+
+
+def test_only_prompts_worth_caching_are_followed() -> None:
+    assert not prefixes.worth_following(prefixes.MIN_TOKENS - 1, "")
+    assert prefixes.worth_following(prefixes.MIN_TOKENS, "")
+    assert prefixes.worth_following(1, "session-7")  # a named session is always followed

@@ -16,25 +16,17 @@ def test_a_stream_shows_prefill_and_decode_speed() -> None:
     # 2,000 prompt tokens prefilled in 0.5 s, then 1 token, then 99 more in 3.3 s.
     timing = routing.Timing(
         service_s=0.5 + 0.033 + 3.3, first_token_s=0.533, prompt_tokens=2000,
-        completion_tokens=100, running=1,
+        completion_tokens=100,
     )  # fmt: skip
-    decode, prefill = routing.speed_sample(timing, slowdown=0.15) or (0, 0)
+    decode, prefill = routing.speed_sample(timing) or (0, 0)
     assert decode == pytest.approx(30.0, rel=0.01)
     assert prefill == pytest.approx(4000.0, rel=0.01)
 
 
-def test_decode_speed_is_normalised_to_a_sequence_running_alone() -> None:
-    alone = routing.Timing(2.0, None, 0, 60, running=1)
-    shared = routing.Timing(2.0 * 1.6, None, 0, 60, running=5)  # 4 others at 0.15 each
-    assert routing.speed_sample(alone, 0.15) == pytest.approx(
-        routing.speed_sample(shared, 0.15) or (0, 0)
-    )
-
-
 def test_an_answer_too_short_to_say_anything_teaches_nothing() -> None:
-    assert routing.speed_sample(routing.Timing(0.1, None, 10, 2, running=1), 0.15) is None
+    assert routing.speed_sample(routing.Timing(0.1, None, 10, 2)) is None
     # A short prompt's first token says nothing of prefill; the decode still counts.
-    decode, prefill = routing.speed_sample(routing.Timing(1.0, 0.1, 10, 10, 1), 0.15) or (0, 9)
+    decode, prefill = routing.speed_sample(routing.Timing(1.0, 0.1, 10, 10)) or (0, 9)
     assert prefill == 0 and decode == pytest.approx(10.0)
 
 
@@ -91,3 +83,11 @@ def test_an_ollama_answer_times_its_own_prefill_and_decode() -> None:
     assert routing.exact_sample(11, 5, timings or (0, 0)) == pytest.approx((200.0, 11 / 0.77))
     assert ollama.native_timings({"eval_count": 5}) is None
     assert routing.exact_sample(0, 0, (0.0, 0.0)) is None
+
+
+def test_a_process_learns_from_one_answer_per_node_and_model_at_a_time() -> None:
+    gate = routing.SampleGate()
+    assert gate.due("m", "a", 100.0)
+    assert not gate.due("m", "a", 100.0 + routing.LEARN_EVERY_S / 2)
+    assert gate.due("m", "b", 100.001) and gate.due("other", "a", 100.001)
+    assert gate.due("m", "a", 100.0 + routing.LEARN_EVERY_S)

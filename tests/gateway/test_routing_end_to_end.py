@@ -83,6 +83,17 @@ def test_a_session_header_pins_a_conversation(world: World) -> None:
         assert headers["x-clawdbot-affinity"] == "hit"
 
 
+def test_a_prompt_too_short_to_cache_is_not_followed(world: World) -> None:
+    _, headers = chat(world, [{"role": "user", "content": "hello"}])
+    assert "x-clawdbot-affinity" not in headers
+    assert headers["x-clawdbot-route"].startswith(headers["x-clawdbot-node"] + " expected ")
+    # Its longer follow-up is: the short first turn left nothing to find.
+    _, headers = chat(world, [{"role": "user", "content": "hello"},
+                              {"role": "assistant", "content": "hi"},
+                              {"role": "user", "content": "and now " * 200}])  # fmt: skip
+    assert headers["x-clawdbot-affinity"] == "miss"
+
+
 def test_answers_teach_each_nodes_speed(world: World) -> None:
     for i in range(6):
         chat(world, [{"role": "user", "content": f"question {i} " * 50}])
@@ -110,6 +121,6 @@ def test_affinity_can_be_turned_off(
     no_affinity: GatewayProcess, gateway: GatewayProcess, simulator: Callable[..., SimProcess]
 ) -> None:
     world = build(no_affinity, {"a": simulator(*SIM)}, api="openai")
-    _, headers = chat(world, [{"role": "user", "content": "hello"}])
+    _, headers = chat(world, [{"role": "user", "content": "hello " * 300}])
     assert "x-clawdbot-affinity" not in headers
     assert headers["x-clawdbot-route"].startswith("a expected ")

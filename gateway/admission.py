@@ -135,13 +135,16 @@ if nlook > 0 then
     end
   end
 end
--- A new conversation is placed for the turns still to come too: each node's live
--- conversations (continued within CONVERSATION_IDLE_MS, in 'conv:') will keep it about as
--- busy as the cluster's conversations keep it on average, so the slowdown it is priced
--- with is at least that, and the node is priced up by the share of its slots they will
--- hold (conversations spread over the nodes' slots and caches by speed, as a sticky
--- placement would, instead of piling onto the fastest node while their users think).
-local spread = nrec > 0 and affine == nil
+-- A conversation is placed for the turns still to come too: each node's live conversations
+-- (continued within CONVERSATION_IDLE_MS, in 'conv:') will keep it about as busy as the
+-- cluster's conversations keep it on average, so the slowdown it is priced with is at least
+-- that, and the node is priced up by the share of its slots they will hold (conversations
+-- spread over the nodes' slots and caches by speed, as a sticky placement would, instead of
+-- piling onto the fastest node while their users think). A follow-up weighing a move prices
+-- the other nodes the same way (it would join their conversations), its own node not (it
+-- is counted there already): else each would leave a slower node for the fastest, and the
+-- caches would overflow there. A prompt repeated whole is not a conversation.
+local spread = nrec > 0 and (affine == nil or matched ~= ARGV[records])
 local REBALANCE_MARGIN = 0.25
 local CONVERSATION_IDLE_MS = 60000
 
@@ -285,13 +288,15 @@ for _, node in ipairs(nodes) do
     -- its decode, slowed by the sequences it would share the GPU with.
     local running_now = inflight + extra
     local running, crowding = running_now, 1
-    if spread then
+    if spread and name ~= affine then
       local projected = node.conversations * per_conversation
       running = math.max(running, projected)
-      -- Its later turns will find the node's slots (and prefix cache) this much in use.
-      -- Only conversations the node's cache keeps come back to it: on a node without a
-      -- prefix cache (it keeps none, as its answers say) they crowd nothing.
-      crowding = 1 + projected * math.min(1, 2 * node.kept) / maxc
+      -- Its later turns will find the node's slots (and prefix cache) this much in use: as
+      -- a queue's waits grow with 1 / (1 - utilisation), up to 10 times. A node whose cache
+      -- has been dropping its conversations' prefixes (it kept less than all, as its
+      -- answers say) is that much more in use already.
+      local utilisation = projected / (maxc * math.max(node.kept, 0.25))
+      crowding = 1 / (1 - math.min(utilisation, 0.9))
     end
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))

@@ -225,6 +225,35 @@ async def test_new_conversations_spread_by_the_conversations_each_node_holds(
     assert redis_client.zscore(conv + "fast", "c3-2") is None
 
 
+async def test_a_follow_up_stays_on_a_slower_node_when_the_fast_one_holds_many_conversations(
+    redis_client: redis.Redis,
+) -> None:
+    """Placed on the slow node for the turns to come, a conversation is not pulled back to the
+    fast node by its next turn: moving there is priced as joining its conversations."""
+    fast, slow = (
+        route("fast", max_concurrent=8, prior=380),
+        route("slow", max_concurrent=8, prior=100),
+    )
+    async with admission_on() as admission:
+        for i in range(20):  # 20 live conversations on the fast node's 8 slots
+            first = await admit(admission, f"a{i}", fast, request=conversation(f"c{i}-1"))
+            await admission.release(Lease(f"a{i}", first.node), outcome="ok")
+            again = await admit(
+                admission, f"b{i}", fast, request=conversation(f"c{i}-2", ((f"c{i}-1", 3900),))
+            )
+            await admission.release(Lease(f"b{i}", again.node), outcome="ok")
+        new = await admit(admission, "x1", fast, slow, request=conversation("x-1"))
+        await admission.release(Lease("x1", new.node), outcome="ok")
+        follow_up = await admit(
+            admission, "x2", fast, slow, request=conversation("x-2", (("x-1", 3900),))
+        )
+        # A one-off request is placed by speed alone: the fast node.
+        one_off = await admit(admission, "y", fast, slow, request=SHORT)
+    assert new.node == "slow"
+    assert (follow_up.node, follow_up.affine) == ("slow", "slow")
+    assert one_off.node == "fast"
+
+
 async def test_a_node_whose_cache_drops_conversations_gets_less_credit_for_them(
     redis_client: redis.Redis,
 ) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from simulator.control_client import SimulatorControl
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 MODEL = "qwen3-32b"
@@ -90,17 +92,8 @@ class SimNode:
     url: str
     control_url: str
 
-    def control(self, **payload: Any) -> dict[str, Any]:
-        response = httpx.post(f"{self.control_url}/_sim/control", json=payload, timeout=10)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
     def stats(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.control_url}/_sim/stats", timeout=10)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
+        return SimulatorControl(self.control_url).stats()
 
 
 def start_nodes(

@@ -255,6 +255,7 @@ local best, best_score, best_pref = nil, nil, false
 local second, second_score = nil, nil
 local qbest, qbest_score, qbest_pref, qbest_with_full, qbest_d = nil, nil, false, 0, 1
 local best_running, best_d, best_own, second_own, qbest_own = 0, 1, 0, 0, 0
+local second_queued = ''  -- '1': the runner-up is a place in a queue
 local alive = 0
 for _, node in ipairs(nodes) do
   local name, maxc = node.name, node.maxc
@@ -350,6 +351,11 @@ if best ~= nil and not queue_wins then
     end
   end
   verdict, chosen = 'ok', best
+  -- A queue that lost to this free slot is the runner-up when it came closer than the next
+  -- free slot (why a conversation left the busy node holding its prefix, for one).
+  if qbest ~= nil and (second == nil or qbest_score < second_score) then
+    second, second_own, second_queued = qbest, qbest_own, '1'
+  end
 elseif queued_at ~= '' then
   -- Still waiting: extend the place (and take a new one at the back if it had lapsed).
   redis.call('ZADD', p .. 'queue:' .. queued_at, now + qttl, lease)
@@ -404,10 +410,11 @@ if check_rate then
   end
 end
 -- Why: the chosen node's expected seconds to complete, the runner-up's, the node holding
--- the prefix and the tokens it holds, the sequences running there with this one.
+-- the prefix and the tokens it holds, the sequences running there with this one, whether the
+-- runner-up would have waited in a queue.
 return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t), tostring(best_own),
   second or '', tostring(second and second_own or -1), affine or '', tostring(best_running),
-  tostring(cached)}
+  tostring(cached), second_queued}
 """
 
 # Releasing a request's lease, feeding passive ejection, and recording its metrics and log
@@ -558,13 +565,15 @@ class Verdict:
     remaining_tokens: int
     # Why this node (ok and queued only): its expected seconds, the runner-up and its
     # seconds, the node holding the request's prefix and the tokens it holds, and the
-    # sequences running on the chosen node with this one.
+    # sequences running on the chosen node with this one; whether the runner-up would have
+    # waited in its queue.
     expected_s: float = 0.0
     runner_up: str = ""
     runner_up_s: float = 0.0
     affine: str = ""
     running: int = 0
     cached: int = 0
+    runner_up_queued: bool = False
 
 
 DEFAULT_ROUTING = routing.Policy(
@@ -652,6 +661,7 @@ class Admission:
             values[8],
             int(values[9]),
             int(float(values[10])),
+            len(values) > 11 and values[11] == "1",
         )
 
     async def load(self) -> None:

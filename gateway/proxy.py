@@ -127,7 +127,11 @@ class Proxy:
         """Why the node: for the X-Clawdbot-Route and X-Clawdbot-Affinity headers, the request
         log, and what the answer will teach about the node's speed."""
         ex.route = routing.reason(
-            verdict.node, verdict.expected_s, verdict.runner_up, verdict.runner_up_s
+            verdict.node,
+            verdict.expected_s,
+            verdict.runner_up,
+            verdict.runner_up_s,
+            verdict.runner_up_queued,
         )
         found = ex.routing.prefixes if ex.routing is not None else prefixes.NONE
         ex.affinity = routing.affinity_label(

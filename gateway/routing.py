@@ -224,9 +224,14 @@ def affinity_label(prefixes: Prefixes, affine: str, chosen: str, enabled: bool) 
     return "hit" if affine == chosen else "rebalanced"
 
 
-def reason(chosen: str, seconds: float, runner_up: str, runner_seconds: float) -> str:
-    """The X-Clawdbot-Route header: the chosen node's expected seconds and the runner-up's."""
+def reason(
+    chosen: str, seconds: float, runner_up: str, runner_seconds: float, queued: bool = False
+) -> str:
+    """The X-Clawdbot-Route header: the chosen node's expected seconds and the runner-up's
+    (`queued`: counting its wait for a slot there)."""
     text = f"{chosen} expected {seconds:.3f}s"
     if runner_up:
         text += f"; next {runner_up} {runner_seconds:.3f}s"
+        if queued:
+            text += " after queueing"
     return text

@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-
-import httpx
+from typing import IO
 
 from clawdbot_site import processes
+from simulator.control_client import SimulatorControl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 URL_RE = re.compile(r"listening on (http://\S+)")
@@ -32,7 +31,7 @@ CONTROL_RE = re.compile(r"control=(http://\S+)")
 START_TIMEOUT_S = 15.0
 
 
-class SimProcess:
+class SimProcess(SimulatorControl):
     """A running simulator process; stop it with ``stop()`` or use it as a context manager."""
 
     def __init__(
@@ -46,40 +45,12 @@ class SimProcess:
         self.proc = proc
         self.banner = banner
         self.url = url
-        self.control_url = control_url
+        super().__init__(control_url)
         self._reader = reader
 
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
-
-    def control(self, **faults: Any) -> dict[str, Any]:
-        """Set faults (error_rate, hang, refuse_connections, ..., reset=True); returns the state.
-
-        Goes to the control port, so it works while the main port refuses connections.
-        """
-        response = httpx.post(f"{self.control_url}/_sim/control", json=faults, timeout=10)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def stats(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.control_url}/_sim/stats", timeout=10)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def requests(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Recorded requests, oldest first: method, path, query, headers, body (parsed JSON)."""
-        response = httpx.get(
-            f"{self.control_url}/_sim/requests", params={"limit": limit}, timeout=10
-        )
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["requests"]
-        return result
-
-    def clear_requests(self) -> None:
-        httpx.post(f"{self.control_url}/_sim/requests/clear", timeout=10).raise_for_status()
 
     def stop(self) -> None:
         processes.stop(self.proc, grace_s=5)

@@ -73,6 +73,9 @@ def test_affinity_labels(affine: str, chosen: str, label: str) -> None:
 def test_the_reason_names_the_node_and_the_runner_up() -> None:
     assert routing.reason("h100", 1.23456, "a10", 3.5) == "h100 expected 1.235s; next a10 3.500s"
     assert routing.reason("only", 0.5, "", -1) == "only expected 0.500s"
+    assert routing.reason("a", 2.0, "b", 3.0, queued=True) == (
+        "a expected 2.000s; next b 3.000s after queueing"
+    )
 
 
 def test_an_ollama_answer_times_its_own_prefill_and_decode() -> None:

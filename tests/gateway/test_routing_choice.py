@@ -181,8 +181,11 @@ async def test_waiting_for_a_much_faster_node_beats_a_free_slow_one(
         assert (queued.status, queued.node, queued.runner_up) == ("queued", "h100", "a10")
         still = await admit(admission, "long", h100, a10, request=long, queued_at="h100")
         assert still.status == "queued"
-        # Another short one takes the free A10 slot rather than queue behind the long one.
-        assert (await admit(admission, "s2", h100, a10, request=short)).node == "a10"
+        # Another short one takes the free A10 slot rather than queue behind the long one;
+        # the queue it passed up is its runner-up.
+        s2 = await admit(admission, "s2", h100, a10, request=short)
+        assert (s2.node, s2.runner_up, s2.runner_up_queued) == ("a10", "h100", True)
+        assert s2.runner_up_s > s2.expected_s
         await admission.release(Lease("short", "h100"), outcome="ok")
         granted = await admit(admission, "long", h100, a10, request=long, queued_at="h100")
     assert (granted.status, granted.node) == ("ok", "h100")

@@ -117,6 +117,23 @@ def no_affinity(simulator: Callable[..., SimProcess]) -> Iterator[GatewayProcess
     gateway.stop()
 
 
+def test_the_usual_answer_length_is_learned_only_from_answers_without_max_tokens(
+    world: World,
+) -> None:
+    client = openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0)
+    lengths = redis.Redis.from_url(settings.REDIS_URL)
+    key = redis_keys.PREFIX + redis_keys.OUTPUT_LEN_PART
+    question = [{"role": "user", "content": "How long? " * 60}]
+    for _ in range(5):  # a client's limit cuts answers short: they say nothing of it
+        client.chat.completions.create(model="qwen3-32b", messages=question, max_tokens=3)
+    assert lengths.hget(key, "qwen3-32b") is None
+    for _ in range(50):  # a process learns from one answer per node every 10 ms
+        client.chat.completions.create(model="qwen3-32b", messages=question)
+        if lengths.hget(key, "qwen3-32b") is not None:
+            break
+    assert float(lengths.hget(key, "qwen3-32b") or 0) > 3
+
+
 def test_affinity_can_be_turned_off(
     no_affinity: GatewayProcess, gateway: GatewayProcess, simulator: Callable[..., SimProcess]
 ) -> None:

@@ -377,24 +377,28 @@ else
   return {'full', '', '0', '0', '0'}
 end
 
--- The chosen node will hold this prompt's prefix: remember it, bounded (oldest out first).
-for i = 0, nrec - 1 do
-  local id = ARGV[records + i]
-  redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
-  redis.call('ZADD', p .. 'affidx', now, id)
-end
--- A conversation continued (its prompt extends the one found, not merely repeats it): live
--- on the node it is now on.
-if matched and nrec > 0 and matched ~= ARGV[records] then
-  local ck = p .. 'conv:' .. chosen
-  redis.call('ZREM', p .. 'conv:' .. affine, matched)
-  redis.call('ZADD', ck, now, ARGV[records])
-  redis.call('ZREMRANGEBYSCORE', ck, '-inf', now - CONVERSATION_IDLE_MS)
-  redis.call('PEXPIRE', ck, CONVERSATION_IDLE_MS)
-end
-if nrec > 0 and redis.call('ZCARD', p .. 'affidx') > aff_cap then
-  local popped = redis.call('ZPOPMIN', p .. 'affidx', 16)  -- member, score, member, ...
-  for i = 1, #popped, 2 do redis.call('DEL', p .. 'aff:' .. popped[i]) end
+-- The chosen node will hold this prompt's prefix once it runs there: remember it, bounded
+-- (oldest out first). Not while it only waits in a queue: its next call would find its own
+-- record, and take the node it waits at for the one holding its conversation.
+if verdict == 'ok' then
+  for i = 0, nrec - 1 do
+    local id = ARGV[records + i]
+    redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
+    redis.call('ZADD', p .. 'affidx', now, id)
+  end
+  -- A conversation continued (its prompt extends the one found, not merely repeats it): live
+  -- on the node it is now on.
+  if matched and nrec > 0 and matched ~= ARGV[records] then
+    local ck = p .. 'conv:' .. chosen
+    redis.call('ZREM', p .. 'conv:' .. affine, matched)
+    redis.call('ZADD', ck, now, ARGV[records])
+    redis.call('ZREMRANGEBYSCORE', ck, '-inf', now - CONVERSATION_IDLE_MS)
+    redis.call('PEXPIRE', ck, CONVERSATION_IDLE_MS)
+  end
+  if nrec > 0 and redis.call('ZCARD', p .. 'affidx') > aff_cap then
+    local popped = redis.call('ZPOPMIN', p .. 'affidx', 16)  -- member, score, member, ...
+    for i = 1, #popped, 2 do redis.call('DEL', p .. 'aff:' .. popped[i]) end
+  end
 end
 
 -- A minute's counter gets its expiry when the first increment creates it, not on every

@@ -193,6 +193,26 @@ async def test_waiting_for_a_much_faster_node_beats_a_free_slow_one(
     assert list(work) == [b"long"]  # the finished one's expected finish went with its slot
 
 
+async def test_a_request_waiting_in_a_queue_holds_no_prefix_there_yet(
+    redis_client: redis.Redis,
+) -> None:
+    a = route("a", max_concurrent=1, queue_size=4, prior=200)
+    b = route("b", max_concurrent=1, queue_size=4, prior=100)
+    async with admission_on() as admission:
+        assert (await admit(admission, "long", a, request=routing.Request(MODEL, 50, 1000))).node
+        assert (await admit(admission, "short", b, request=routing.Request(MODEL, 50, 1))).node
+        opening = conversation("fresh", (("fresh", 4000),))
+        waiting = await admit(admission, "new", a, b, request=opening)
+        assert (waiting.status, waiting.node) == ("queued", "b")
+        assert redis_client.get(redis_keys.PREFIX + "aff:fresh") is None
+        await admission.release(Lease("long", "a"), outcome="ok")
+        granted = await admit(admission, "new", a, b, request=opening, queued_at=waiting.node)
+    # The faster node came free first: it runs there, as the new conversation it is (no node
+    # held it before, the one it waited at neither).
+    assert (granted.status, granted.node, granted.affine) == ("ok", "a", "")
+    assert redis_client.get(redis_keys.PREFIX + "aff:fresh") == granted.node.encode()
+
+
 async def test_new_conversations_spread_by_the_conversations_each_node_holds(
     redis_client: redis.Redis,
 ) -> None:

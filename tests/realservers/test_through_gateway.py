@@ -265,7 +265,11 @@ def test_streams_end_with_usage_when_asked(onboarded: Onboarded) -> None:
             stream_options={"include_usage": True},
         )
     )
-    assert len([c for c in text_chunks if c.choices and c.choices[0].text]) == 5
+    # As above, a busy vLLM may put two tokens in one event: the usage chunk counts them.
+    assert 1 <= len([c for c in text_chunks if c.choices and c.choices[0].text]) <= 5
+    if BEHAVIOUR[onboarded.server.kind].stream_usage:
+        text_usage = text_chunks[-1].usage
+        assert text_usage is not None and text_usage.completion_tokens == 5
 
     # Without include_usage the gateway still asks the node for it (to count tokens), but
     # the client gets no usage chunk it did not ask for.

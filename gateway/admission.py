@@ -194,6 +194,19 @@ for _, node in ipairs(nodes) do
 end
 local unit_d, unit_p = unit_prior, unit_prior * prefill_ratio
 if sum_score > 0 then unit_d, unit_p = sum_d / sum_score, sum_p / sum_score end
+-- Each node's speeds now: learned, blended with the prior while its samples are few or old,
+-- scaled by health and temperature. And the decode speed where the live conversations are,
+-- on average: a conversation keeps a slower node's slots busy for longer than that.
+local conv_d, conv_n = 0, 0
+for _, node in ipairs(nodes) do
+  local d = node.trust * node.d + (1 - node.trust) * node.score * unit_d * node.busy
+  local pf = node.trust * node.pf + (1 - node.trust) * node.score * unit_p * node.busy
+  node.d_now, node.pf_now = math.max(d * node.live, 1e-6), math.max(pf * node.live, 1e-6)
+  if spread then
+    conv_d, conv_n = conv_d + node.d_now * node.conversations, conv_n + node.conversations
+  end
+end
+if conv_n > 0 then conv_d = conv_d / conv_n end
 
 -- Does a candidate (preferred GPU type?, seconds) beat the best so far? After a failure the
 -- retry's preferred GPU type ranks first, then the expected seconds.
@@ -280,9 +293,7 @@ for _, node in ipairs(nodes) do
       extra = math.max(0, (tonumber(srv[1]) or 0) - inflight) + (tonumber(srv[2]) or 0)
       full = (tonumber(srv[3]) or 0) >= 0.97
     end
-    local d = node.trust * node.d + (1 - node.trust) * node.score * unit_d * node.busy
-    local pf = node.trust * node.pf + (1 - node.trust) * node.score * unit_p * node.busy
-    d, pf = math.max(d * node.live, 1e-6), math.max(pf * node.live, 1e-6)
+    local d, pf = node.d_now, node.pf_now
     local hit = 0
     if name == affine then hit = cached * node.kept end
     -- Expected completion time: this request's prefill (less what the node has cached) and
@@ -290,7 +301,15 @@ for _, node in ipairs(nodes) do
     local running_now = inflight + extra
     local running, crowding = running_now, 1
     if spread and name ~= affine then
-      local projected = node.conversations * per_conversation
+      -- A conversation runs a turn, then its user thinks: on average it keeps
+      -- per_conversation sequences running where the conversations are. Its turns take
+      -- conv_d / d times as long on this node, so it keeps more (or fewer) running here.
+      local duty = per_conversation
+      if conv_n > 0 then
+        local busy_to_idle = math.min(duty, 0.9) / (1 - math.min(duty, 0.9)) * conv_d / d
+        duty = busy_to_idle / (1 + busy_to_idle)
+      end
+      local projected = node.conversations * duty
       running = math.max(running, projected)
       -- Its later turns will find the node's slots (and prefix cache) this much in use: as
       -- a queue's waits grow with 1 / (1 - utilisation), up to 10 times. A node whose cache

@@ -123,7 +123,7 @@ def test_the_usual_answer_length_is_learned_only_from_answers_without_max_tokens
     client = openai.OpenAI(base_url=world.base_url, api_key=world.key, max_retries=0)
     lengths = redis.Redis.from_url(settings.REDIS_URL)
     key = redis_keys.PREFIX + redis_keys.OUTPUT_LEN_PART
-    question = [{"role": "user", "content": "How long? " * 60}]
+    question: list[Any] = [{"role": "user", "content": "How long? " * 60}]
     for _ in range(5):  # a client's limit cuts answers short: they say nothing of it
         client.chat.completions.create(model="qwen3-32b", messages=question, max_tokens=3)
     assert lengths.hget(key, "qwen3-32b") is None

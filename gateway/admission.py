@@ -207,6 +207,9 @@ for _, node in ipairs(nodes) do
   end
 end
 if conv_n > 0 then conv_d = conv_d / conv_n end
+-- Where the conversations are, each keeps per_conversation sequences running: its turns run
+-- for this many times as long as its user thinks between them.
+local busy_to_idle = math.min(per_conversation, 0.9) / (1 - math.min(per_conversation, 0.9))
 
 -- Does a candidate (preferred GPU type?, seconds) beat the best so far? After a failure the
 -- retry's preferred GPU type ranks first, then the expected seconds.
@@ -301,13 +304,12 @@ for _, node in ipairs(nodes) do
     local running_now = inflight + extra
     local running, crowding = running_now, 1
     if spread and name ~= affine then
-      -- A conversation runs a turn, then its user thinks: on average it keeps
-      -- per_conversation sequences running where the conversations are. Its turns take
-      -- conv_d / d times as long on this node, so it keeps more (or fewer) running here.
+      -- A conversation's turns take conv_d / d times as long on this node, between the same
+      -- pauses: it keeps more (or fewer) sequences running here.
       local duty = per_conversation
       if conv_n > 0 then
-        local busy_to_idle = math.min(duty, 0.9) / (1 - math.min(duty, 0.9)) * conv_d / d
-        duty = busy_to_idle / (1 + busy_to_idle)
+        local here = busy_to_idle * conv_d / d
+        duty = here / (1 + here)
       end
       local projected = node.conversations * duty
       running = math.max(running, projected)
@@ -684,7 +686,7 @@ class Admission:
             values[8],
             int(values[9]),
             int(float(values[10])),
-            len(values) > 11 and values[11] == "1",
+            values[11] == "1",
         )
 
     async def load(self) -> None:

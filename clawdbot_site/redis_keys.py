@@ -54,7 +54,16 @@ def rate_windows(kind: str = "*", key_id: str = "*") -> str:
 SPEED_PART = "speed:"  # hash per node|model: d, p (tokens/s of one sequence), n (samples), t
 OUTPUT_LEN_PART = "outlen"  # hash: model → its usual answer length (a running average)
 AFFINITY_PART = "aff:"  # string per prefix identity → the node that served (caches) it
-CONVERSATIONS_PART = "conv:"  # sorted set per node: live conversation's prefix → last turn
+# Sorted sets per node: a conversation's last prefix identity → its latest turn's expected
+# end (ms), for conversations past their first turn and in it; and what is learned of them.
+CONVERSATIONS_PART = "conv:"
+FIRST_TURNS_PART = "conv1:"
+# Hash: first and later turns continued (c1, c2) and ended without a next turn (e1, e2), as
+# decaying counts, and the mean pause between turns in ms (gap).
+CONVERSATION_STATS_PART = "convstats"
+# Hash per node: its prefix cache's intake (flow: tokens taken in all; rate: per ms, fading;
+# t), the tokens it holds once learned (cap), its slots' recent average use (occ, ot).
+PREFIX_CACHE_PART = "pcache:"
 AFFINITY_INDEX_PART = "affidx"  # sorted set: prefix identity → when recorded, oldest out first
 WORK_PART = "work:"  # hash per node: lease → "<started ms>:<work in decode tokens>"
 QUEUED_WORK_PART = "qwork:"  # hash per node: queued lease → its work in decode tokens
@@ -155,6 +164,9 @@ LUA_PARTS = frozenset(
         AFFINITY_PART,
         AFFINITY_INDEX_PART,
         CONVERSATIONS_PART,
+        FIRST_TURNS_PART,
+        CONVERSATION_STATS_PART,
+        PREFIX_CACHE_PART,
         SERVER_LOAD_PART,
     }
 )
@@ -220,6 +232,9 @@ TRANSIENT_PATTERNS = tuple(
         AFFINITY_PART + "*",
         AFFINITY_INDEX_PART,
         CONVERSATIONS_PART + "*",
+        FIRST_TURNS_PART + "*",
+        CONVERSATION_STATS_PART,
+        PREFIX_CACHE_PART + "*",
         SERVER_LOAD_PART + "*",
     )
 )

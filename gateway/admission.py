@@ -122,37 +122,88 @@ local first = lookups + nlook * 2
 if output < 0 then  -- no max_tokens: the model's usual answer length
   output = tonumber(redis.call('HGET', p .. 'outlen', model) or '256')
 end
-local affine, cached, matched = nil, 0, nil
+local affine, cached, matched, affine_flow = nil, 0, nil, nil
 if nlook > 0 then
   local keys = {}
   for i = 0, nlook - 1 do keys[i + 1] = p .. 'aff:' .. ARGV[lookups + i * 2] end
   local found = redis.call('MGET', unpack(keys))
   for i = 1, nlook do
     if found[i] then
-      affine, cached = found[i], tonumber(ARGV[lookups + (i - 1) * 2 + 1])
+      -- '<node> <tokens the node had cached in all when it took the prefix>'
+      local node_name, flow = string.match(found[i], '^(%S+) ?(%S*)$')
+      affine, affine_flow = node_name, tonumber(flow)
+      cached = tonumber(ARGV[lookups + (i - 1) * 2 + 1])
       matched = ARGV[lookups + (i - 1) * 2]
       break
     end
   end
 end
--- A conversation is placed for the turns still to come too: each node's live conversations
--- (continued within CONVERSATION_IDLE_MS, in 'conv:') will keep it about as busy as the
--- cluster's conversations keep it on average, so the slowdown it is priced with is at least
--- that, and the node is priced up by the share of its slots they will hold (conversations
--- spread over the nodes' slots and caches by speed, as a sticky placement would, instead of
--- piling onto the fastest node while their users think). A follow-up weighing a move prices
--- the other nodes the same way (it would join their conversations), its own node not (it
--- is counted there already): else each would leave a slower node for the fastest, and the
--- caches would overflow there. A prompt repeated whole is not a conversation.
+-- A conversation is placed for the turns still to come too: each node is priced for the
+-- later turns as well (what they will wait for a slot there, and the chance the node's cache
+-- has dropped the conversation by then), so conversations spread over the nodes' slots and
+-- caches by speed, as a sticky placement would, instead of piling onto the fastest node while
+-- their users think. A follow-up weighing a move prices the other nodes the same way (it
+-- would join their conversations), its own node not (it is counted there already): else
+-- each would leave a slower node for the fastest, and the caches would overflow there. A
+-- prompt repeated whole is not a conversation.
 local spread = nrec > 0 and (affine == nil or matched ~= ARGV[records])
 local REBALANCE_MARGIN = 0.25
-local CONVERSATION_IDLE_MS = 60000
+-- Which conversations are live: nothing says a user has gone, so each counts by the chance
+-- that it is live. It has another turn with probability q, learned apart for first turns
+-- ('conv1:', which single-turn traffic never continues) and later ones ('conv:'): of such
+-- turns, the share a next turn continued rather than left it to end (idle for 5 mean
+-- gaps). Its user thinks for an exponential time of mean `gap` (learned: from a turn's
+-- expected end to the next turn). So while its turn runs it counts q; idle for t since,
+-- q e^(-t/gap) / (q e^(-t/gap) + 1 - q) (Bayes). Counting every conversation seen in the
+-- last minute instead counted twice as many as there were, most of them on the fast nodes:
+-- new conversations went to the slowest node until it queued.
+local CONVERSATION_IDLE_MS = 60000  -- the longest a conversation is kept idle
+-- Until they are seen to continue, first turns are taken for single-turn traffic (placed by
+-- their own time alone); a conversation seen past its first turn likely goes on.
+local CONTINUE_PRIOR, PRIOR_TURNS, GAP_PRIOR_MS = {0, 0.8}, {1, 4}, 10000
+local READ_AT_MOST = 256  -- the most recent conversations read per node and kind
+local conv_stats, conv_q, conv_odds = {0, 0, 0, 0}, {}, {}
+local conv_gap = GAP_PRIOR_MS
+local CONV_KEYS = {p .. 'conv1:', p .. 'conv:'}  -- by kind: in the first turn, past it
+if spread then
+  local cs = redis.call('HMGET', p .. 'convstats', 'c1', 'e1', 'c2', 'e2', 'gap')
+  for k = 1, 4 do conv_stats[k] = tonumber(cs[k]) or 0 end
+  conv_gap = math.max(tonumber(cs[5]) or GAP_PRIOR_MS, 100)
+  for kind = 1, 2 do
+    local continued, ended = conv_stats[kind * 2 - 1], conv_stats[kind * 2]
+    local q = (continued + CONTINUE_PRIOR[kind] * PRIOR_TURNS[kind])
+      / (continued + ended + PRIOR_TURNS[kind])
+    q = math.min(q, 0.98)
+    conv_q[kind], conv_odds[kind] = q, q / (1 - q)
+  end
+end
+-- Idle for 5 mean gaps, a conversation has ended: 99.3 % of pauses are shorter.
+local conv_ended_ms = math.min(5 * conv_gap, CONVERSATION_IDLE_MS)
+local function live_conversations(name)
+  local live = 0
+  for kind = 1, 2 do
+    local key = CONV_KEYS[kind] .. name
+    local seen = redis.call('ZREVRANGEBYSCORE', key, '+inf', now - conv_ended_ms,
+      'WITHSCORES', 'LIMIT', 0, READ_AT_MOST)
+    for j = 2, #seen, 2 do
+      local idle = now - tonumber(seen[j])  -- from its latest turn's expected end
+      if idle <= 0 then
+        live = live + conv_q[kind]
+      else
+        local odds = conv_odds[kind] * math.exp(-idle / conv_gap)
+        live = live + odds / (1 + odds)
+      end
+    end
+  end
+  return live
+end
 
 -- Each node's speed for this model: decode and prefill tokens per second of one sequence,
 -- learned from its answers (RELEASE), blended with the GPU-type prior while samples are few
 -- or old. The prior's tokens per score point come from the nodes already learned, so a new
 -- node starts in the same units as the rest.
-local nodes = {}
+local nodes, by_name = {}, {}
+local CACHE_TAU_MS, OCCUPANCY_TAU_MS = 10000, 10000
 local n = math.floor((#ARGV - first + 1) / 7)
 local sum_d, sum_p, sum_score = 0, 0, 0
 local sum_conversations, sum_busy = 0, 0
@@ -162,12 +213,25 @@ for i = 0, n - 1 do
     score = tonumber(ARGV[b + 3]), live = tonumber(ARGV[b + 4]), busy = tonumber(ARGV[b + 5]),
     gpu = ARGV[b + 6], trust = 0, d = 0, pf = 0}
   if spread then
-    node.conversations = redis.call('ZCOUNT', p .. 'conv:' .. node.name,
-      now - CONVERSATION_IDLE_MS, '+inf')
+    node.conversations = live_conversations(node.name)
     node.busy_now = redis.call('ZCOUNT', p .. 'slots:' .. node.name, now, '+inf')
     sum_conversations = sum_conversations + node.conversations
     sum_busy = sum_busy + node.busy_now
   end
+  if nrec > 0 then
+    -- Its prefix cache's flow: the tokens it has cached in all, at what rate (per ms, fading
+    -- with CACHE_TAU_MS) and, once learned, how many it holds (RELEASE).
+    local c = redis.call('HMGET', p .. 'pcache:' .. node.name, 'flow', 'rate', 't', 'cap', 'occ',
+      'ot')
+    node.cache_flow, node.cache_rate = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+    node.occ, node.occ_at = tonumber(c[5]) or 0, tonumber(c[6]) or 0
+    if node.cache_rate > 0 then
+      local fade = math.exp(-math.max(now - tonumber(c[3]), 0) / CACHE_TAU_MS)
+      node.cache_rate = node.cache_rate * fade
+    end
+    node.cache_cap = tonumber(c[4])
+  end
+  by_name[node.name] = node
   local sk = p .. 'speed:' .. node.name .. '|' .. model
   local learned = redis.call('HMGET', sk, 'd', 'p', 'n', 't', 'c')
   node.kept = tonumber(learned[5]) or 1  -- the share of expected prefixes its cache held
@@ -210,6 +274,27 @@ if conv_n > 0 then conv_d = conv_d / conv_n end
 -- Where the conversations are, each keeps per_conversation sequences running: its turns run
 -- for this many times as long as its user thinks between them.
 local busy_to_idle = math.min(per_conversation, 0.9) / (1 - math.min(per_conversation, 0.9))
+
+-- Erlang C: the chance that a request finds all c slots busy at utilisation u (< 1).
+local function erlang_c(c, u)
+  local load = c * u
+  local term, sum = 1, 1  -- load^k / k!, summed for k < c
+  for k = 1, c - 1 do
+    term = term * load / k
+    sum = sum + term
+  end
+  local busy = term * load / c / (1 - u)
+  return busy / (sum + busy)
+end
+-- The turns a conversation has still to come, on average: after a first turn q1 / (1 - q2),
+-- after a later one q2 / (1 - q2).
+local turns_to_come = 0
+-- What the later turns may lose counts ten times its mean: a follow-up that waits seconds
+-- once in a hundred is what its user notices (the benchmark's target is the p99).
+local TAIL_WEIGHT = 10
+if spread then
+  turns_to_come = (affine == nil and conv_q[1] or conv_q[2]) / (1 - conv_q[2])
+end
 
 -- Does a candidate (preferred GPU type?, seconds) beat the best so far? After a failure the
 -- retry's preferred GPU type ranks first, then the expected seconds.
@@ -302,7 +387,15 @@ for _, node in ipairs(nodes) do
     -- Expected completion time: this request's prefill (less what the node has cached) and
     -- its decode, slowed by the sequences it would share the GPU with.
     local running_now = inflight + extra
-    local running, crowding = running_now, 1
+    local running = running_now
+    if spread then
+      -- How busy its slots have been of late, as requests that may start conversations
+      -- find them (an average over OCCUPANCY_TAU_MS): the conversations it holds keep it so.
+      local fade = math.exp(-math.max(now - node.occ_at, 0) / OCCUPANCY_TAU_MS)
+      node.occ = node.occ * fade + running_now * (1 - fade)
+      redis.call('HSET', p .. 'pcache:' .. name, 'occ', node.occ, 'ot', now)
+    end
+    local future = 0  -- what the turns still to come expect to lose on this node
     if spread and name ~= affine then
       -- A conversation's turns take conv_d / d times as long on this node, between the same
       -- pauses: it keeps more (or fewer) sequences running here.
@@ -313,17 +406,25 @@ for _, node in ipairs(nodes) do
       end
       local projected = node.conversations * duty
       running = math.max(running, projected)
-      -- Its later turns will find the node's slots (and prefix cache) this much in use: as
-      -- a queue's waits grow with 1 / (1 - utilisation), up to 10 times. A node whose cache
-      -- has been dropping its conversations' prefixes (it kept less than all, as its
-      -- answers say) is that much more in use already.
-      local utilisation = projected / (maxc * math.max(node.kept, 0.25))
-      crowding = 1 / (1 - math.min(utilisation, 0.9))
+      -- Its later turns, joining what keeps the node's slots busy (its live conversations,
+      -- what runs there now or what its slots have been of late, whichever is more), wait
+      -- for a slot as in a queue of maxc servers (Erlang C); and each is a miss, paying its
+      -- history again, when the node has cached more than its cache holds during the
+      -- user's pause (exponential, of mean conv_gap) since the turn before.
+      local utilisation = math.min((math.max(projected, node.occ, running_now) + duty) / maxc,
+        0.98)
+      local turn_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
+      local wait_s = erlang_c(maxc, utilisation) * turn_s / (maxc * (1 - utilisation))
+      local miss = 0
+      if node.cache_cap and node.cache_rate > 0 then
+        miss = math.exp(-node.cache_cap / (node.cache_rate * conv_gap))
+      end
+      future = TAIL_WEIGHT * turns_to_come * (wait_s + miss * (prompt + output) / pf)
     end
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
     local own = prefill_s + decode_s
-    local objective = (prefill_s + pace * decode_s) * crowding
+    local objective = prefill_s + pace * decode_s + future
     -- Moving a conversation also gives up its cache for the turns after this one: another
     -- node must be clearly better than the one holding it (as far as that one keeps them).
     if affine and name ~= affine then
@@ -401,19 +502,58 @@ end
 -- The chosen node will hold this prompt's prefix once it runs there: remember it, bounded
 -- (oldest out first). Not while it only waits in a queue: its next call would find its own
 -- record, and take the node it waits at for the one holding its conversation.
-if verdict == 'ok' then
+local since = -1  -- tokens the node holding the prefix has cached since it took it
+if verdict == 'ok' and nrec > 0 then
+  -- What the chosen node's cache takes in: the prompt it prefills and the answer. A prefix
+  -- is remembered with the node's flow counter after it, so a later turn knows how much the
+  -- node has cached since (and RELEASE, from whether the prefix was still there, how much it
+  -- holds).
+  local node = by_name[chosen]
+  local hit = 0
+  if chosen == affine then
+    hit = cached
+    if affine_flow then since = math.max(node.cache_flow - affine_flow, 0) end
+  end
+  local added = prompt + output
+  local flow = node.cache_flow + added
+  redis.call('HSET', p .. 'pcache:' .. chosen, 'flow', flow,
+    'rate', node.cache_rate + added / CACHE_TAU_MS, 't', now)
+  redis.call('PEXPIRE', p .. 'pcache:' .. chosen, 86400000)
+  local value = chosen .. ' ' .. flow
   for i = 0, nrec - 1 do
     local id = ARGV[records + i]
-    redis.call('SET', p .. 'aff:' .. id, chosen, 'PX', aff_ttl)
+    redis.call('SET', p .. 'aff:' .. id, value, 'PX', aff_ttl)
     redis.call('ZADD', p .. 'affidx', now, id)
   end
-  -- A conversation continued (its prompt extends the one found, not merely repeats it): live
-  -- on the node it is now on.
-  if matched and nrec > 0 and matched ~= ARGV[records] then
-    local ck = p .. 'conv:' .. chosen
-    redis.call('ZREM', p .. 'conv:' .. affine, matched)
-    redis.call('ZADD', ck, now, ARGV[records])
-    redis.call('ZREMRANGEBYSCORE', ck, '-inf', now - CONVERSATION_IDLE_MS)
+  -- A conversation begun, or continued (its prompt extends the one found, not merely
+  -- repeats it): live on the node it is now on until its turn's expected end, then fading
+  -- (see live_conversations). Its member is its last identity: a session's own, which stays
+  -- the same from turn to turn, else the whole prompt's, which the next turn finds.
+  if spread then
+    local member, kind = ARGV[records + nrec - 1], 1
+    local stats = conv_stats  -- continued, ended: first turns, then later ones
+    for k = 1, 4 do stats[k] = stats[k] * 0.998 end  -- the last several hundred turns count
+    if matched then
+      kind = 2
+      for was = 2, 1, -1 do
+        local key = CONV_KEYS[was] .. affine
+        local ended = redis.call('ZSCORE', key, matched)
+        if ended then
+          redis.call('ZREM', key, matched)
+          stats[was * 2 - 1] = stats[was * 2 - 1] + 1
+          conv_gap = conv_gap + (math.max(now - tonumber(ended), 0) - conv_gap) * 0.05
+          break
+        end
+      end
+    end
+    local ck = CONV_KEYS[kind] .. chosen
+    redis.call('ZADD', ck, now + math.floor(best_own * 1000), member)
+    -- Those idle too long have ended without another turn.
+    local gone = redis.call('ZREMRANGEBYSCORE', ck, '-inf', now - conv_ended_ms)
+    stats[kind * 2] = stats[kind * 2] + gone
+    redis.call('HSET', p .. 'convstats', 'c1', stats[1], 'e1', stats[2], 'c2', stats[3],
+      'e2', stats[4], 'gap', conv_gap)
+    redis.call('PEXPIRE', p .. 'convstats', 86400000)
     redis.call('PEXPIRE', ck, CONVERSATION_IDLE_MS)
   end
   if nrec > 0 and redis.call('ZCARD', p .. 'affidx') > aff_cap then
@@ -439,7 +579,7 @@ end
 -- runner-up would have waited in a queue.
 return {verdict, chosen, '0', tostring(rem_r), tostring(rem_t), tostring(best_own),
   second or '', tostring(second and second_own or -1), affine or '', tostring(best_running),
-  tostring(cached), second_queued}
+  tostring(cached), second_queued, tostring(since)}
 """
 
 # Releasing a request's lease, feeding passive ejection, and recording its metrics and log
@@ -496,7 +636,7 @@ if token_delta ~= 0 and keyid ~= '' then
     redis.call('PEXPIRE', k, 130000)
   end
 end
--- ARGV[11..21]: what the answer says of the node's speed (gateway.routing.speed_sample), when
+-- ARGV[11..22]: what the answer says of the node's speed (gateway.routing.speed_sample), when
 -- ARGV[11] (the model) is set: one sequence's decode and prefill tokens per second, folded
 -- into a running average whose old samples fade with time constant tau, so a node that slows
 -- down is seen within seconds; n counts the samples behind it (fading the same way).
@@ -528,31 +668,48 @@ if ARGV[11] and ARGV[11] ~= '' then
   if ARGV[19] ~= '' and cur[1] then
     -- Of the prefix a conversation's node was expected to hold, the share it still held (the
     -- server's own count): a node whose cache keeps dropping conversations holds too many.
+    local kept = tonumber(ARGV[19])
     local c = tonumber(redis.call('HGET', sk, 'c') or '1')
-    redis.call('HSET', sk, 'c', c + (tonumber(ARGV[19]) - c) * 0.1)
+    redis.call('HSET', sk, 'c', c + (kept - c) * 0.1)
+    -- And how many tokens its cache holds: more than the node had cached since the prefix
+    -- when it was still there, fewer when it was gone (least recently used goes first).
+    -- Unknown until a prefix is lost; then it moves half way to each answer that disagrees.
+    local since = tonumber(ARGV[22])
+    if since >= 0 then
+      local ck = p .. 'pcache:' .. ARGV[12]
+      local cap = tonumber(redis.call('HGET', ck, 'cap') or '')
+      if kept < 0.5 and (cap == nil or since < cap) then
+        cap = cap and cap + (since - cap) / 2 or since
+      elseif kept >= 0.5 and cap and since > cap then
+        cap = cap + (since - cap) / 2
+      else
+        cap = nil
+      end
+      if cap then redis.call('HSET', ck, 'cap', math.max(cap, 1)) end
+    end
   end
   if ARGV[18] ~= '' then  -- the model's usual answer length, for requests without max_tokens
     local was = tonumber(redis.call('HGET', p .. 'outlen', ARGV[11]) or ARGV[18])
     redis.call('HSET', p .. 'outlen', ARGV[11], was + (tonumber(ARGV[18]) - was) * 0.05)
   end
 end
--- ARGV[22..]: metrics and the log entry (absent for a release between retry attempts).
-if #ARGV > 21 then
-  local model, label = ARGV[22], ARGV[23]
+-- ARGV[23..]: metrics and the log entry (absent for a release between retry attempts).
+if #ARGV > 22 then
+  local model, label = ARGV[23], ARGV[24]
   redis.call('HINCRBY', p .. 'm:requests', label, 1)
   redis.call('SADD', p .. 'm:models', model)
-  if ARGV[24] ~= '' then
-    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[24], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[25])
+  if ARGV[25] ~= '' then
+    redis.call('HINCRBY', p .. 'm:duration:' .. model, ARGV[25], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:duration:' .. model, 'sum', ARGV[26])
   end
-  if ARGV[26] ~= '' then
-    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[26], 1)
-    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[27])
+  if ARGV[27] ~= '' then
+    redis.call('HINCRBY', p .. 'm:ttft:' .. model, ARGV[27], 1)
+    redis.call('HINCRBYFLOAT', p .. 'm:ttft:' .. model, 'sum', ARGV[28])
   end
-  if ARGV[28] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[30], ARGV[28]) end
   if ARGV[29] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[31], ARGV[29]) end
-  redis.call('RPUSH', p .. 'requestlog', ARGV[32])
-  if ARGV[33] and ARGV[33] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[33], 1) end
+  if ARGV[30] ~= '0' then redis.call('HINCRBY', p .. 'm:tokens', ARGV[32], ARGV[30]) end
+  redis.call('RPUSH', p .. 'requestlog', ARGV[33])
+  if ARGV[34] and ARGV[34] ~= '' then redis.call('HINCRBY', p .. 'm:affinity', ARGV[34], 1) end
 end
 return cooldown
 """
@@ -599,6 +756,8 @@ class Verdict:
     running: int = 0
     cached: int = 0
     runner_up_queued: bool = False
+    # Tokens the node holding the prefix has cached since it took it (-1: not known).
+    cache_since: int = -1
 
 
 DEFAULT_ROUTING = routing.Policy(
@@ -687,6 +846,7 @@ class Admission:
             int(values[9]),
             int(float(values[10])),
             values[11] == "1",
+            int(float(values[12])),
         )
 
     async def load(self) -> None:

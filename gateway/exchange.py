@@ -56,6 +56,7 @@ class Exchange:
     route: str = ""
     affinity: str = ""  # hit | miss | rebalanced, or empty
     cached_tokens: int = 0  # of the prompt, held by the chosen node (as far as we know)
+    cache_since: int = -1  # tokens that node cached since it took the prefix (-1: unknown)
     running: int = 0  # sequences on the node with this one when it was admitted
     node_started: float | None = None
     node_first: float | None = None

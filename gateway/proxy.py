@@ -138,6 +138,7 @@ class Proxy:
             found, verdict.affine, verdict.node, self.rt.admission.routing.affinity
         )
         ex.cached_tokens = verdict.cached if verdict.affine == verdict.node else 0
+        ex.cache_since = verdict.cache_since
         ex.running = verdict.running
 
     async def _admit(self, *, lease: str, routes: tuple[Route, ...], **kwargs: Any) -> Verdict:

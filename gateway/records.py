@@ -113,4 +113,6 @@ def _learned(rt: Runtime, ex: Exchange) -> list[object] | None:
         sample = routing.speed_sample(timing)
     kept = routing.cache_kept(ex.cached_tokens, ex.node_cached) if ex.affinity == "hit" else None
     answer = ex.completion_tokens if request.output_tokens is None else None
-    return routing.release_args(request.model, ex.node, sample, answer, policy, kept, ex.running)
+    return routing.release_args(
+        request.model, ex.node, sample, answer, policy, kept, ex.running, ex.cache_since
+    )

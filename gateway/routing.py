@@ -179,16 +179,19 @@ def release_args(
     policy: Policy,
     kept: float | None = None,
     running: int = 1,
+    since: int = -1,
 ) -> list[Any]:
-    """RELEASE's arguments 11 to 21 (empty: nothing learned). `sample` is for the sequence
+    """RELEASE's arguments 11 to 22 (empty: nothing learned). `sample` is for the sequence
     alone as far as the answer knows (speed_sample): RELEASE normalises it by the sequences
     that shared the GPU with it, `running` when it was admitted and as many as it finds at
     the end. `answer_tokens`: the answer's length, for the model's usual answer length; only
     from requests without max_tokens (a client's limit cuts answers short of their usual
     length, and routing uses the usual length only where there is no limit). `kept`: of the
-    prefix the node was expected to hold, the share it held (cache_kept)."""
-    if sample is None and answer_tokens is None:
-        return ["", "", 0, 0, 0, 0, 0, "", "", 1, 0]
+    prefix the node was expected to hold, the share it held (cache_kept); `since`: the tokens
+    the node had cached since it took that prefix (ADMIT's count; -1 unknown), from which
+    RELEASE learns how many its cache holds."""
+    if sample is None and answer_tokens is None and kept is None:
+        return ["", "", 0, 0, 0, 0, 0, "", "", 1, 0, -1]
     decode, prefill = sample or (0.0, 0.0)
     return [
         model,
@@ -202,6 +205,7 @@ def release_args(
         round(kept, 3) if kept is not None else "",
         running,
         policy.slowdown,
+        since if kept is not None else -1,
     ]
 
 

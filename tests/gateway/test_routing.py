@@ -32,7 +32,7 @@ def test_an_answer_too_short_to_say_anything_teaches_nothing() -> None:
 
 def test_nothing_learned_is_sent_as_empty_arguments() -> None:
     args = routing.release_args("m", "n", None, None, DEFAULT_ROUTING)
-    assert len(args) == 11 and args[0] == ""
+    assert len(args) == 12 and args[0] == ""
     # A short answer still counts towards the model's usual answer length.
     assert routing.release_args("m", "n", None, 3, DEFAULT_ROUTING)[7] == 3
 

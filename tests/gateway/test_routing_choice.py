@@ -4,6 +4,9 @@ already running, conversation affinity and its limits, and the server's own load
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 import redis
 
@@ -22,6 +25,17 @@ SHORT = routing.Request(MODEL, 50, 200)
 def conversation(record: str = "", lookups: tuple[tuple[str, int], ...] = ()) -> routing.Request:
     found = prefixes.Prefixes((record,) if record else (), lookups)
     return routing.Request(MODEL, 4000, 100, found)
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def holder(redis_client: redis.Redis, identity: str) -> str | None:
+    """The node remembered as holding a prefix (its record also says how much the node's
+    cache had taken in by then)."""
+    value = redis_client.get(redis_keys.PREFIX + redis_keys.AFFINITY_PART + identity)
+    return text(value).split(" ")[0] if value else None
 
 
 async def teach(admission: Admission, node: str, decode: float, times: int = 20) -> None:
@@ -130,7 +144,7 @@ async def test_remembered_prefixes_are_bounded(redis_client: redis.Redis) -> Non
     index = redis_keys.PREFIX + redis_keys.AFFINITY_INDEX_PART
     assert redis_client.zcard(index) <= 100
     assert redis_client.get(redis_keys.PREFIX + redis_keys.AFFINITY_PART + "p0") is None
-    assert redis_client.get(redis_keys.PREFIX + redis_keys.AFFINITY_PART + "p149") == b"a"
+    assert holder(redis_client, "p149") == "a"
     assert 0 < redis_client.pttl(redis_keys.PREFIX + redis_keys.AFFINITY_PART + "p149")
 
 
@@ -204,13 +218,13 @@ async def test_a_request_waiting_in_a_queue_holds_no_prefix_there_yet(
         opening = conversation("fresh", (("fresh", 4000),))
         waiting = await admit(admission, "new", a, b, request=opening)
         assert (waiting.status, waiting.node) == ("queued", "b")
-        assert redis_client.get(redis_keys.PREFIX + "aff:fresh") is None
+        assert holder(redis_client, "fresh") is None
         await admission.release(Lease("long", "a"), outcome="ok")
         granted = await admit(admission, "new", a, b, request=opening, queued_at=waiting.node)
     # The faster node came free first: it runs there, as the new conversation it is (no node
     # held it before, the one it waited at neither).
     assert (granted.status, granted.node, granted.affine) == ("ok", "a", "")
-    assert redis_client.get(redis_keys.PREFIX + "aff:fresh") == granted.node.encode()
+    assert holder(redis_client, "fresh") == granted.node
 
 
 async def test_new_conversations_spread_by_the_conversations_each_node_holds(
@@ -325,3 +339,120 @@ async def test_a_repeated_prompt_is_not_a_live_conversation(redis_client: redis.
         assert redis_client.zcard(conv) == 0
         longer = await admit(admission, "4", node, request=conversation("p2", (("p", 3900),)))
     assert longer.affine == "n" and redis_client.zcard(conv) == 1
+
+
+# Users seen to go on: 9 in 10 first and later turns continued, with 4 s pauses between turns.
+USERS_GO_ON: Any = {"c1": 90, "e1": 10, "c2": 90, "e2": 10, "gap": 4000}
+
+
+def key(part: str, node: str = "") -> str:
+    return redis_keys.PREFIX + part + node
+
+
+async def test_conversations_idle_long_past_their_users_pauses_no_longer_count(
+    redis_client: redis.Redis,
+) -> None:
+    """24 conversations on the fast node keep its slots busy while their turns have just
+    ended: a new conversation goes to the idle slower node. Idle for two minutes (their users
+    gone, at 4 s pauses), they count for nothing, and it goes to the fast node."""
+    fast = route("fast", max_concurrent=8, prior=380)
+    slow = route("slow", max_concurrent=8, prior=100)
+    redis_client.hset(key(redis_keys.CONVERSATION_STATS_PART), mapping=USERS_GO_ON)
+    now = int(time.time() * 1000)
+    redis_client.zadd(key(redis_keys.CONVERSATIONS_PART, "fast"), {f"c{i}": now for i in range(24)})
+    async with admission_on() as admission:
+        busy = await admit(admission, "1", fast, slow, request=conversation("new1"))
+        await admission.release(Lease("1", busy.node), outcome="ok")
+        redis_client.zadd(
+            key(redis_keys.CONVERSATIONS_PART, "fast"), {f"c{i}": now - 120_000 for i in range(24)}
+        )
+        gone = await admit(admission, "2", fast, slow, request=conversation("new2"))
+    assert busy.node == "slow"
+    assert gone.node == "fast"
+
+
+async def test_what_users_do_is_learned_from_their_turns(redis_client: redis.Redis) -> None:
+    node = route("n", max_concurrent=8, prior=100)
+    stats = key(redis_keys.CONVERSATION_STATS_PART)
+    first_turns = key(redis_keys.FIRST_TURNS_PART, "n")
+    async with admission_on() as admission:
+        first = await admit(admission, "1", node, request=conversation("t1"))
+        await admission.release(Lease("1", first.node), outcome="ok")
+        assert redis_client.zscore(first_turns, "t1") is not None
+        # A conversation whose user left two minutes ago: it ends when the next is recorded.
+        redis_client.zadd(first_turns, {"left": int(time.time() * 1000) - 120_000})
+        await admit(admission, "2", node, request=conversation("t2", (("t1", 3900),)))
+        await admit(admission, "3", node, request=conversation("other"))
+    learned = {text(k): float(v) for k, v in redis_client.hgetall(stats).items()}
+    # t1's first turn continued, "left" ended; the pause (none: the next turn came before
+    # the first's expected end) moved the mean pause down from its prior 10 s.
+    assert learned["c1"] == pytest.approx(1.0, abs=0.01)
+    assert learned["e1"] == pytest.approx(1.0, abs=0.01)
+    assert learned["gap"] < 10_000
+    assert redis_client.zscore(first_turns, "t1") is None
+    assert redis_client.zscore(first_turns, "left") is None
+    assert redis_client.zscore(key(redis_keys.CONVERSATIONS_PART, "n"), "t2") is not None
+
+
+async def test_how_much_a_cache_holds_is_learned_from_prefixes_it_kept_or_lost(
+    redis_client: redis.Redis,
+) -> None:
+    node = route("n", max_concurrent=8, prior=100)
+    cache = key(redis_keys.PREFIX_CACHE_PART, "n")
+    async with admission_on() as admission:
+        await teach(admission, "n", decode=30)
+        first = await admit(admission, "1", node, request=conversation("a1"))
+        await admission.release(Lease("1", first.node), outcome="ok")
+        for i in range(5):  # five other conversations begin there: 5 x 4,100 tokens taken in
+            other = await admit(admission, f"o{i}", node, request=conversation(f"o{i}"))
+            await admission.release(Lease(f"o{i}", other.node), outcome="ok")
+        again = await admit(admission, "2", node, request=conversation("a2", (("a1", 3900),)))
+        assert (again.affine, again.cache_since) == ("n", 5 * 4100)
+        assert redis_client.hget(cache, "cap") is None  # nothing lost yet: not known
+        # The server answered without the prefix: the cache holds fewer tokens than that.
+        lost = routing.release_args(MODEL, "n", None, None, admission.routing, 0.0, 1, 20500)
+        await admission.release(Lease("2", "n"), outcome="ok", learned=lost)
+        assert float(redis_client.hget(cache, "cap") or 0) == 20500
+        # A prefix still there after 30,500 tokens more: it holds more, half way there.
+        kept = routing.release_args(MODEL, "n", None, None, admission.routing, 1.0, 1, 30500)
+        await admission.release(None, outcome="ok", learned=kept)
+    assert float(redis_client.hget(cache, "cap") or 0) == 25500
+
+
+async def test_a_new_conversation_avoids_a_node_whose_cache_would_drop_it(
+    redis_client: redis.Redis,
+) -> None:
+    a = route("a", max_concurrent=8, prior=110)
+    b = route("b", max_concurrent=8, prior=100)
+    redis_client.hset(key(redis_keys.CONVERSATION_STATS_PART), mapping=USERS_GO_ON)
+    async with admission_on() as admission:
+        calm = await admit(admission, "1", a, b, request=conversation("x1"))
+        await admission.release(Lease("1", calm.node), outcome="ok")
+        # a's cache holds 50,000 tokens and takes in 20 a millisecond: a prefix outlives a
+        # 2.5 s pause, and half of the users' 4 s pauses.
+        now = int(time.time() * 1000)
+        redis_client.hset(
+            key(redis_keys.PREFIX_CACHE_PART, "a"), mapping={"cap": 50_000, "rate": 20, "t": now}
+        )
+        crowded = await admit(admission, "2", a, b, request=conversation("x2"))
+        await admission.release(Lease("2", crowded.node), outcome="ok")
+        # A one-off request has no later turns to lose there.
+        one_off = await admit(admission, "3", a, b, request=SHORT)
+    assert calm.node == "a"
+    assert crowded.node == "b"
+    assert one_off.node == "a"
+
+
+async def test_single_turn_traffic_is_placed_by_its_own_time_alone(
+    redis_client: redis.Redis,
+) -> None:
+    """Long one-off prompts are first turns that never continue: until some are seen to,
+    nothing is priced for later turns, and the fast node takes them while it has slots."""
+    fast = route("fast", max_concurrent=8, prior=380)
+    slow = route("slow", max_concurrent=8, prior=100)
+    async with admission_on() as admission:
+        placed = [
+            (await admit(admission, f"{i}", fast, slow, request=conversation(f"doc{i}"))).node
+            for i in range(6)
+        ]
+    assert placed == ["fast"] * 6

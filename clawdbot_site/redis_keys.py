@@ -70,6 +70,10 @@ QUEUED_WORK_PART = "qwork:"  # hash per node: queued lease → its work in decod
 SERVER_LOAD_PART = "srvload:"  # hash per node: the server's own running, waiting, kv (0..1)
 
 
+def prefix_cache(node: str) -> str:
+    return PREFIX + PREFIX_CACHE_PART + node
+
+
 def speed(node: str, model: str) -> str:
     return f"{PREFIX}{SPEED_PART}{node}|{model}"
 

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from clawdbot_site import redis_keys
-from nodes import server_load_store, telemetry_store
+from nodes import conversations_learned, server_load_store, telemetry_store
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class RedisCollector(Collector):
         yield from _gpu_families(d["nodes"], d.get("telemetry", {}))
         yield from _speed_families(d.get("speeds", {}))
         yield from _server_load_families(d.get("server_load", {}))
+        yield from _conversation_families(d.get("conversations"), d.get("prefix_caches", {}))
         rejected = CounterMetricFamily(
             "clawdbot_request_log_rejected",
             "Request-log entries the database refused, set aside (clawdbot requestlog).",
@@ -206,6 +207,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         pipe.llen(redis_keys.REQUEST_LOG)
         pipe.hmget(redis_keys.TIER, "tier", "requests", "failures")
         pipe.hgetall(redis_keys.METRIC_AFFINITY)
+        pipe.hgetall(redis_keys.PREFIX + redis_keys.CONVERSATION_STATS_PART)
         for model in models:
             pipe.hgetall(HISTOGRAMS["duration"] + model)
             pipe.hgetall(HISTOGRAMS["ttft"] + model)
@@ -215,6 +217,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             pipe.hget(redis_keys.ejection(node.name), "until")
             pipe.get(redis_keys.telemetry(node.name))
             pipe.hgetall(redis_keys.server_load(node.name))
+            pipe.hgetall(redis_keys.prefix_cache(node.name))
         for node_name, model_id in pairs:
             pipe.hmget(redis_keys.speed(node_name, model_id), "d", "p", "n")
         results = await pipe.execute()
@@ -233,8 +236,10 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         "log_backlog": int(results[3]),
         **_tier(results[4]),
         "affinity": results[5],
+        "conversations": conversations_learned.conversations(results[6]),
+        "prefix_caches": {},
     }
-    offset = 6
+    offset = 7
     for model in models:
         data["duration"][model] = results[offset]
         data["ttft"][model] = results[offset + 1]
@@ -246,7 +251,10 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
             data["ejected"].add(node.name)
         data["telemetry"][node.name] = telemetry_store.decode(node.name, results[offset + 3])
         data["server_load"][node.name] = server_load_store.decode(node.name, results[offset + 4])
-        offset += 5
+        cache = conversations_learned.prefix_cache(results[offset + 5], now_ms)
+        if cache is not None:
+            data["prefix_caches"][node.name] = cache
+        offset += 6
     data["speeds"] = {}
     for pair, (decode, prefill, samples) in zip(pairs, results[offset:], strict=True):
         if decode is not None:
@@ -366,3 +374,40 @@ def _speed_families(speeds: dict[tuple[str, str], tuple[float, float, float]]) -
         prefill.add_metric([node, model], p)
         samples.add_metric([node, model], n)
     yield from (decode, prefill, samples)
+
+
+def _conversation_families(
+    learned: conversations_learned.Conversations | None,
+    caches: dict[str, conversations_learned.PrefixCache],
+) -> Iterator[Any]:
+    """What routing learned of conversations and of the nodes' prefix caches (README,
+    "Conversation affinity")."""
+    if learned is not None:
+        share = GaugeMetricFamily(
+            "clawdbot_conversation_continue_ratio",
+            "The chance a turn gets a next one (learned; first turns apart from later ones).",
+            labels=["turn"],
+        )
+        share.add_metric(["first"], learned.first_continue)
+        share.add_metric(["later"], learned.later_continue)
+        pause = GaugeMetricFamily(
+            "clawdbot_conversation_pause_seconds",
+            "The users' mean pause between turns (learned).",
+        )
+        pause.add_metric([], learned.pause_s)
+        yield from (share, pause)
+    holds = GaugeMetricFamily(
+        "clawdbot_node_prefix_cache_tokens",
+        "Tokens the node's prefix cache holds, learned from prefixes it kept or lost.",
+        labels=["node"],
+    )
+    intake = GaugeMetricFamily(
+        "clawdbot_node_prefix_cache_intake_tokens_per_second",
+        "Tokens of followed prompts and answers the node's prefix cache takes in.",
+        labels=["node"],
+    )
+    for node, cache in sorted(caches.items()):
+        if cache.holds_tokens is not None:
+            holds.add_metric([node], cache.holds_tokens)
+        intake.add_metric([node], cache.intake_tps)
+    yield from (holds, intake)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from django.contrib import admin, messages
@@ -9,7 +10,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from nodes import tasks
+from clawdbot_site import redis_keys
+from clawdbot_site.redis_client import sync_client
+from nodes import conversations_learned, tasks
 from nodes.choices import NodeState
 from nodes.learned_speeds import learned_speeds
 from nodes.live import NodeLive, live_view
@@ -92,6 +95,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         "weight",
         "gpu_now",
         "learned_speed",
+        "prefix_cache",
         "state",
         "consecutive_failures",
         "consecutive_successes",
@@ -117,6 +121,7 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
                     "gpu_now",
                     "weight",
                     "learned_speed",
+                    "prefix_cache",
                 )
             },
         ),
@@ -167,6 +172,16 @@ class NodeAdmin(WarmNewDeploymentsMixin, admin.ModelAdmin):
         if not speeds:
             return "nothing yet: learned from the answers it gives"
         return "; ".join(speed.describe() for speed in speeds)
+
+    @admin.display(description="prefix cache")
+    def prefix_cache(self, node: Node) -> str:
+        """What routing learned of the node's prefix cache from its answers (README,
+        "Conversation affinity")."""
+        fields = sync_client().hgetall(redis_keys.prefix_cache(node.name))
+        cache = conversations_learned.prefix_cache(fields, time.time() * 1000)
+        if cache is None:
+            return "nothing yet: learned from the conversations it serves"
+        return cache.describe()
 
     @admin.display(description="server load")
     def server_load(self, node: Node) -> str:

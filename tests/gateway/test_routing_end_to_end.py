@@ -71,6 +71,11 @@ def test_a_conversation_stays_on_the_node_that_holds_it(world: World) -> None:
     metrics = httpx.get(world.gateway.url + "/metrics", timeout=10).text
     assert 'clawdbot_affinity_total{result="hit"} 3.0' in metrics
     assert 'clawdbot_affinity_total{result="miss"} 2.0' in metrics
+    # What routing learned: one first turn continued (the other may yet), so about half do;
+    # the node took prompts in.
+    first = metrics.split('clawdbot_conversation_continue_ratio{turn="first"} ')[1]
+    assert float(first.split()[0]) == pytest.approx(0.5, abs=0.01)
+    assert f'clawdbot_node_prefix_cache_intake_tokens_per_second{{node="{node}"}}' in metrics
 
 
 def test_a_session_header_pins_a_conversation(world: World) -> None:
@@ -141,3 +146,23 @@ def test_affinity_can_be_turned_off(
     _, headers = chat(world, [{"role": "user", "content": "hello " * 300}])
     assert "x-clawdbot-affinity" not in headers
     assert headers["x-clawdbot-route"].startswith("a expected ")
+
+
+def test_how_much_a_nodes_cache_holds_is_learned_from_a_prefix_it_lost(
+    gateway: GatewayProcess, simulator: Callable[..., SimProcess]
+) -> None:
+    small = simulator(*SIM, "--prefix-cache-tokens", "4000")
+    world = build(gateway, {"small": small}, api="openai", profile_fields={"context_window": 32768})
+    turn1 = [SYSTEM, {"role": "user", "content": "Why does this fail?\n" + DOCUMENT}]
+    answer, _ = chat(world, turn1)
+    cache = redis.Redis.from_url(settings.REDIS_URL)
+    assert cache.hget(redis_keys.prefix_cache("small"), "cap") is None
+    for i in range(3):  # three other conversations of ~1,900 tokens: more than it holds
+        chat(world, [SYSTEM, {"role": "user", "content": f"Other {i}\n" + DOCUMENT}])
+    history = [*turn1, {"role": "assistant", "content": answer}]
+    _, headers = chat(world, [*history, {"role": "user", "content": "And the fix?"}])
+    # Routing sent it home, but the server had dropped all of it but the system prompt: the
+    # cache holds fewer tokens than the node took in since (three prompts and answers).
+    assert headers["x-clawdbot-affinity"] == "hit"
+    held = float(cache.hget(redis_keys.prefix_cache("small"), "cap") or 0)
+    assert 4000 < held < 7000

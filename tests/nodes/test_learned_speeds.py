@@ -47,3 +47,18 @@ def test_the_node_admin_page_shows_them(
     )
     page = admin_client.get(f"/admin/nodes/node/{node.pk}/change/").content.decode()
     assert "qwen3-32b: decode 31.5 tok/s" in page
+
+
+def test_the_node_admin_page_shows_its_prefix_cache(
+    admin_client: Client, redis_client: redis.Redis, transactional_db: None
+) -> None:
+    node = Node.objects.create(name="gpu1", base_url="http://127.0.0.1:9", gpu_type="A100")
+    page = admin_client.get(f"/admin/nodes/node/{node.pk}/change/").content.decode()
+    assert "nothing yet: learned from the conversations it serves" in page
+    redis_client.hset(
+        redis_keys.prefix_cache("gpu1"),
+        mapping={"rate": 12, "t": time.time() * 1000, "cap": 250_000, "occ": 3.25},
+    )
+    page = admin_client.get(f"/admin/nodes/node/{node.pk}/change/").content.decode()
+    assert "holds about 250,000 tokens; takes in 1" in page  # about 12,000 tokens/s, fading
+    assert "3.2 slots busy on average" in page

@@ -424,6 +424,11 @@ for _, node in ipairs(nodes) do
     local prefill_s = math.max(prompt - hit, 0) / pf
     local decode_s = output / d * (1 + slowdown * math.min(running, maxc - 1))
     local own = prefill_s + decode_s
+    -- Wherever it is, each later turn waits for its first token while the node prefills the
+    -- answer and a new message (about twice the answer) and decodes one token.
+    if spread then
+      future = future + turns_to_come * (2 * output / pf + decode_s / output)
+    end
     local objective = prefill_s + pace * decode_s + future
     -- Moving a conversation also gives up its cache for the turns after this one: another
     -- node must be clearly better than the one holding it (as far as that one keeps them).

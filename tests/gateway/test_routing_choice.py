@@ -231,7 +231,7 @@ async def test_new_conversations_spread_by_the_conversations_each_node_holds(
     redis_client: redis.Redis,
 ) -> None:
     fast, slow = (
-        route("fast", max_concurrent=8, prior=120),
+        route("fast", max_concurrent=8, prior=105),
         route("slow", max_concurrent=8, prior=100),
     )
     async with admission_on() as admission:

@@ -275,16 +275,12 @@ if conv_n > 0 then conv_d = conv_d / conv_n end
 -- for this many times as long as its user thinks between them.
 local busy_to_idle = math.min(per_conversation, 0.9) / (1 - math.min(per_conversation, 0.9))
 
--- Erlang C: the chance that a request finds all c slots busy at utilisation u (< 1).
+-- Erlang C: the chance that a request finds all c slots busy at utilisation u (< 1), from
+-- Erlang B's recursion (the textbook sum of load^k / k! overflows for a few hundred slots).
 local function erlang_c(c, u)
-  local load = c * u
-  local term, sum = 1, 1  -- load^k / k!, summed for k < c
-  for k = 1, c - 1 do
-    term = term * load / k
-    sum = sum + term
-  end
-  local busy = term * load / c / (1 - u)
-  return busy / (sum + busy)
+  local load, b = c * u, 1
+  for k = 1, c do b = load * b / (k + load * b) end
+  return b / (1 - u * (1 - b))
 end
 -- The turns a conversation has still to come, on average: after a first turn q1 / (1 - q2),
 -- after a later one q2 / (1 - q2).
@@ -394,6 +390,7 @@ for _, node in ipairs(nodes) do
       local fade = math.exp(-math.max(now - node.occ_at, 0) / OCCUPANCY_TAU_MS)
       node.occ = node.occ * fade + running_now * (1 - fade)
       redis.call('HSET', p .. 'pcache:' .. name, 'occ', node.occ, 'ot', now)
+      redis.call('PEXPIRE', p .. 'pcache:' .. name, 86400000)
     end
     local future = 0  -- what the turns still to come expect to lose on this node
     if spread and name ~= affine then
@@ -427,7 +424,7 @@ for _, node in ipairs(nodes) do
     -- Wherever it is, each later turn waits for its first token while the node prefills the
     -- answer and a new message (about twice the answer) and decodes one token.
     if spread then
-      future = future + turns_to_come * (2 * output / pf + decode_s / output)
+      future = future + turns_to_come * (2 * output / pf + decode_s / math.max(output, 1))
     end
     local objective = prefill_s + pace * decode_s + future
     -- Moving a conversation also gives up its cache for the turns after this one: another
@@ -514,11 +511,11 @@ if verdict == 'ok' and nrec > 0 then
   -- node has cached since (and RELEASE, from whether the prefix was still there, how much it
   -- holds).
   local node = by_name[chosen]
-  local hit = 0
-  if chosen == affine then
-    hit = cached
-    if affine_flow then since = math.max(node.cache_flow - affine_flow, 0) end
+  if chosen == affine and affine_flow then
+    since = math.max(node.cache_flow - affine_flow, 0)
   end
+  -- All of it, cached or not: least recently used goes first, and what a turn reads from
+  -- the cache is used again as much as what it adds.
   local added = prompt + output
   local flow = node.cache_flow + added
   redis.call('HSET', p .. 'pcache:' .. chosen, 'flow', flow,

@@ -456,3 +456,17 @@ async def test_single_turn_traffic_is_placed_by_its_own_time_alone(
             for i in range(6)
         ]
     assert placed == ["fast"] * 6
+
+
+async def test_a_node_with_a_thousand_slots_is_priced_like_any_other(
+    redis_client: redis.Redis,
+) -> None:
+    big = route("big", max_concurrent=1000, prior=100)
+    small = route("small", max_concurrent=8, prior=100)
+    redis_client.hset(key(redis_keys.CONVERSATION_STATS_PART), mapping=USERS_GO_ON)
+    async with admission_on() as admission:
+        for i in range(8):  # the small node's slots fill; the big one stays a candidate
+            await admit(admission, f"s{i}", small, request=SHORT)
+        placed = await admit(admission, "1", big, small, request=conversation("c"))
+    assert (placed.status, placed.node) == ("ok", "big")
+    assert 0 < placed.expected_s < 100

@@ -157,7 +157,9 @@ local REBALANCE_MARGIN = 0.25
 -- q e^(-t/gap) / (q e^(-t/gap) + 1 - q) (Bayes). Counting every conversation seen in the
 -- last minute instead counted twice as many as there were, most of them on the fast nodes:
 -- new conversations went to the slowest node until it queued.
-local CONVERSATION_IDLE_MS = 60000  -- the longest a conversation is kept idle
+-- The longest a conversation is kept idle: as long as its prefix is remembered (a next turn
+-- after that finds no node to go back to).
+local CONVERSATION_IDLE_MS = aff_ttl
 -- Until they are seen to continue, first turns are taken for single-turn traffic (placed by
 -- their own time alone); a conversation seen past its first turn likely goes on.
 local CONTINUE_PRIOR, PRIOR_TURNS, GAP_PRIOR_MS = {0, 0.8}, {1, 4}, 10000

@@ -5,6 +5,7 @@ the request log keeps it, and the speeds learned from the answers are in Redis a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -164,5 +165,10 @@ def test_how_much_a_nodes_cache_holds_is_learned_from_a_prefix_it_lost(
     # Routing sent it home, but the server had dropped all of it but the system prompt: the
     # cache holds fewer tokens than the node took in since (three prompts and answers).
     assert headers["x-clawdbot-affinity"] == "hit"
+    deadline = time.monotonic() + 10
+    while cache.hget(redis_keys.prefix_cache("small"), "cap") is None:
+        # The gateway records what an answer taught just after sending it.
+        assert time.monotonic() < deadline, "the cache's size was never learned"
+        time.sleep(0.02)  # bounded poll of Redis
     held = float(cache.hget(redis_keys.prefix_cache("small"), "cap") or 0)
     assert 4000 < held < 7000

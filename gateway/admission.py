@@ -386,9 +386,10 @@ for _, node in ipairs(nodes) do
     -- its decode, slowed by the sequences it would share the GPU with.
     local running_now = inflight + extra
     local running = running_now
-    if spread then
+    if spread and turns_to_come > 0 then
       -- How busy its slots have been of late, as requests that may start conversations
       -- find them (an average over OCCUPANCY_TAU_MS): the conversations it holds keep it so.
+      -- (Not sampled while they seem to be one-off requests: nothing reads it then.)
       local fade = math.exp(-math.max(now - node.occ_at, 0) / OCCUPANCY_TAU_MS)
       node.occ = node.occ * fade + running_now * (1 - fade)
       redis.call('HSET', p .. 'pcache:' .. name, 'occ', node.occ, 'ot', now)

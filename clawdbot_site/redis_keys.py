@@ -61,6 +61,7 @@ FIRST_TURNS_PART = "conv1:"
 # Hash: first and later turns continued (c1, c2) and ended without a next turn (e1, e2), as
 # decaying counts, and the mean pause between turns in ms (gap).
 CONVERSATION_STATS_PART = "convstats"
+CONVERSATION_STATS = PREFIX + CONVERSATION_STATS_PART
 # Hash per node: its prefix cache's intake (flow: tokens taken in all; rate: per ms, fading;
 # t), the tokens it holds once learned (cap), its slots' recent average use (occ, ot).
 PREFIX_CACHE_PART = "pcache:"

@@ -207,7 +207,7 @@ async def fetch(client: Any, snapshot: Any, now_ms: int) -> dict[str, Any]:
         pipe.llen(redis_keys.REQUEST_LOG)
         pipe.hmget(redis_keys.TIER, "tier", "requests", "failures")
         pipe.hgetall(redis_keys.METRIC_AFFINITY)
-        pipe.hgetall(redis_keys.PREFIX + redis_keys.CONVERSATION_STATS_PART)
+        pipe.hgetall(redis_keys.CONVERSATION_STATS)
         for model in models:
             pipe.hgetall(HISTOGRAMS["duration"] + model)
             pipe.hgetall(HISTOGRAMS["ttft"] + model)
